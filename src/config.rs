@@ -1,0 +1,585 @@
+//! Configuration: command-line flags, `BAREMETAL_IMAGE_CACHE_*` environment variables and a
+//! TOML file, merged into one validated [`Config`] that the rest of the proxy only reads.
+//!
+//! Precedence is flag, then environment, then file, then default. clap handles the first two
+//! (every flag has an `env`), so a value that clap reports as absent falls back to the file.
+//! Every failure names the flag, variable, key or path it is about and what was wrong.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use http::uri::{Authority, Scheme};
+use serde::Deserialize;
+
+/// Prefix of every environment variable the proxy reads.
+pub const ENV_PREFIX: &str = "BAREMETAL_IMAGE_CACHE_";
+
+/// Who may be served a cached image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// A cached image is served only to a credential that the upstream accepted for it.
+    PerCredential,
+    /// One entry per image, served to any caller (single-tenant sidecars).
+    Shared,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::PerCredential => "per-credential",
+            AuthMode::Shared => "shared",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the upstream API lives: scheme, authority and an optional path prefix that is put
+/// in front of every forwarded request target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub path_prefix: String,
+}
+
+impl UpstreamUrl {
+    pub fn parse(raw: &str) -> Result<UpstreamUrl, String> {
+        let uri: http::Uri = raw
+            .parse()
+            .map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            Some("https") => Scheme::HTTPS,
+            Some(other) => return Err(format!("scheme {other:?} is not http or https")),
+            None => return Err(format!("{raw:?} has no scheme (http:// or https://)")),
+        };
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("{raw:?} has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err("credentials in the upstream URL are not allowed".to_string());
+        }
+        if uri.query().is_some() {
+            return Err(format!("{raw:?} must not have a query string"));
+        }
+        let path_prefix = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamUrl {
+            scheme,
+            authority,
+            path_prefix,
+        })
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}://{}{}",
+            self.scheme, self.authority, self.path_prefix
+        )
+    }
+}
+
+/// The validated configuration. Built once at start-up, shared read-only.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub upstream: UpstreamUrl,
+    pub ttl: Duration,
+    pub stale_if_error: Duration,
+    pub negative_ttl: Duration,
+    pub max_capacity: u64,
+    pub max_entry_size: u64,
+    pub auth_mode: AuthMode,
+    pub upstream_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_waiters_per_key: usize,
+    pub max_waiters: usize,
+    pub shutdown_grace: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            upstream: UpstreamUrl {
+                scheme: Scheme::HTTPS,
+                authority: Authority::from_static("baremetal.api.cloud.yandex.net"),
+                path_prefix: String::new(),
+            },
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(300),
+            negative_ttl: Duration::ZERO,
+            max_capacity: 256 * 1024 * 1024,
+            max_entry_size: 1024 * 1024,
+            auth_mode: AuthMode::PerCredential,
+            upstream_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(3),
+            max_waiters_per_key: 10_000,
+            max_waiters: 100_000,
+            shutdown_grace: Duration::from_secs(30),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// A flag or environment variable clap rejected (also `--help` and `--version`, which
+    /// clap prints and exits 0 for).
+    Cli(clap::Error),
+    /// Anything else: the message names the key, variable or path.
+    Invalid(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Cli(e) => write!(f, "{e}"),
+            ConfigError::Invalid(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|e| format!("{raw:?} is not a duration ({e}); write it like 500ms, 60s or 5m"))
+}
+
+fn parse_size(raw: &str) -> Result<u64, String> {
+    let trimmed = raw.trim();
+    if trimmed.starts_with('-') {
+        return Err(format!("{raw:?} is negative; a size is written like 8MiB"));
+    }
+    trimmed
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{raw:?} is not a size ({e}); write it like 8MiB or 1048576"))
+}
+
+fn parse_upstream(raw: &str) -> Result<UpstreamUrl, String> {
+    UpstreamUrl::parse(raw)
+}
+
+/// The command line. Every flag also reads `BAREMETAL_IMAGE_CACHE_<FLAG>`; an absent flag
+/// falls back to the configuration file, then to the default.
+#[derive(Debug, Parser)]
+#[command(
+    name = "baremetal-image-cache",
+    version,
+    about = "A read-through caching proxy for the Yandex Cloud BareMetal API (Image.Get)"
+)]
+struct Cli {
+    /// TOML configuration file (keys are the flag names without `--`)
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Proxy listener [default: 127.0.0.1:8080]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Admin listener: health, readiness, purge [default: 127.0.0.1:9464]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// Upstream API, http:// or https:// [default: https://baremetal.api.cloud.yandex.net]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_UPSTREAM", value_name = "URL", value_parser = parse_upstream)]
+    upstream: Option<UpstreamUrl>,
+    /// Freshness of a READY entry [default: 60s]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_TTL", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    ttl: Option<Duration>,
+    /// Serve an expired READY entry this long while the upstream fails; 0s = off [default: 5m]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_STALE_IF_ERROR", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    stale_if_error: Option<Duration>,
+    /// Cache 404 answers this long; 0s = off [default: 0s]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_NEGATIVE_TTL", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    negative_ttl: Option<Duration>,
+    /// Memory bound of the cache [default: 256MiB]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_MAX_CAPACITY", value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
+    max_capacity: Option<u64>,
+    /// Largest upstream body that is stored; bigger ones are streamed through [default: 1MiB]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_MAX_ENTRY_SIZE", value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
+    max_entry_size: Option<u64>,
+    /// per-credential or shared [default: per-credential]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_AUTH_MODE", value_name = "MODE")]
+    auth_mode: Option<AuthMode>,
+    /// Deadline for the whole upstream exchange [default: 10s]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_UPSTREAM_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    upstream_timeout: Option<Duration>,
+    /// Deadline for opening an upstream connection, TLS included [default: 3s]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    connect_timeout: Option<Duration>,
+    /// Requests that may wait for one image's fetch; more get 503 [default: 10000]
+    #[arg(
+        long,
+        env = "BAREMETAL_IMAGE_CACHE_MAX_WAITERS_PER_KEY",
+        value_name = "N"
+    )]
+    max_waiters_per_key: Option<usize>,
+    /// Requests that may wait for fetches in total; more get 503 [default: 100000]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_MAX_WAITERS", value_name = "N")]
+    max_waiters: Option<usize>,
+    /// How long SIGTERM waits for in-flight requests [default: 30s]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_SHUTDOWN_GRACE", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    shutdown_grace: Option<Duration>,
+    /// text or json; the filter comes from RUST_LOG [default: text]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
+}
+
+/// The configuration file: the same keys as the flags, without `--`. Values are kept raw so
+/// that they go through the same parsers as flags and errors can name the key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<String>,
+    admin_listen: Option<String>,
+    upstream: Option<String>,
+    ttl: Option<String>,
+    stale_if_error: Option<String>,
+    negative_ttl: Option<String>,
+    max_capacity: Option<SizeValue>,
+    max_entry_size: Option<SizeValue>,
+    auth_mode: Option<AuthMode>,
+    upstream_timeout: Option<String>,
+    connect_timeout: Option<String>,
+    max_waiters_per_key: Option<usize>,
+    max_waiters: Option<usize>,
+    shutdown_grace: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// Sizes may be written as a string ("8MiB") or a plain integer of bytes.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(i64),
+    Text(String),
+}
+
+/// The flag names the file and the environment accept; an environment variable with our
+/// prefix that is not one of them is a typo and stops start-up.
+const KEYS: &[&str] = &[
+    "config",
+    "listen",
+    "admin-listen",
+    "upstream",
+    "ttl",
+    "stale-if-error",
+    "negative-ttl",
+    "max-capacity",
+    "max-entry-size",
+    "auth-mode",
+    "upstream-timeout",
+    "connect-timeout",
+    "max-waiters-per-key",
+    "max-waiters",
+    "shutdown-grace",
+    "log-format",
+];
+
+fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.replace('-', "_").to_ascii_uppercase())
+}
+
+impl Config {
+    /// Loads the configuration from these arguments (the first is the program name), the
+    /// process environment and the file that `--config` names.
+    pub fn load<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        check_environment(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()))?;
+        let cli = Cli::try_parse_from(args).map_err(ConfigError::Cli)?;
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        merge(cli, file)
+    }
+}
+
+fn check_environment(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    let known: BTreeSet<String> = KEYS.iter().map(|k| env_name(k)).collect();
+    for name in names {
+        if name.starts_with(ENV_PREFIX) && !known.contains(&name) {
+            return Err(ConfigError::Invalid(format!(
+                "environment variable {name} is not a setting of baremetal-image-cache (known: {})",
+                known.iter().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "config file {}: cannot read it: {e}",
+            path.display()
+        ))
+    })?;
+    toml::from_str(&text)
+        .map_err(|e| ConfigError::Invalid(format!("config file {}: {e}", path.display())))
+}
+
+/// Takes the flag/env value if there is one, else parses the file's value for `key`.
+fn pick<T>(
+    flag: Option<T>,
+    file_value: Option<String>,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match file_value {
+        None => Ok(None),
+        Some(raw) => parse(&raw)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("config file: key `{key}`: {e}"))),
+    }
+}
+
+fn file_size(value: Option<SizeValue>, key: &str) -> Result<Option<u64>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(SizeValue::Bytes(n)) => u64::try_from(n).map(Some).map_err(|_| {
+            ConfigError::Invalid(format!("config file: key `{key}`: {n} is negative"))
+        }),
+        Some(SizeValue::Text(raw)) => parse_size(&raw)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("config file: key `{key}`: {e}"))),
+    }
+}
+
+fn parse_addr(raw: &str) -> Result<SocketAddr, String> {
+    raw.trim()
+        .parse()
+        .map_err(|e| format!("{raw:?} is not an address like 127.0.0.1:8080 ({e})"))
+}
+
+fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
+    let d = Config::default();
+    let size = |flag: Option<u64>, value, key| -> Result<Option<u64>, ConfigError> {
+        match flag {
+            Some(v) => Ok(Some(v)),
+            None => file_size(value, key),
+        }
+    };
+    let config = Config {
+        listen: pick(cli.listen, file.listen, "listen", parse_addr)?.unwrap_or(d.listen),
+        admin_listen: pick(
+            cli.admin_listen,
+            file.admin_listen,
+            "admin-listen",
+            parse_addr,
+        )?
+        .unwrap_or(d.admin_listen),
+        upstream: pick(cli.upstream, file.upstream, "upstream", parse_upstream)?
+            .unwrap_or(d.upstream),
+        ttl: pick(cli.ttl, file.ttl, "ttl", parse_duration)?.unwrap_or(d.ttl),
+        stale_if_error: pick(
+            cli.stale_if_error,
+            file.stale_if_error,
+            "stale-if-error",
+            parse_duration,
+        )?
+        .unwrap_or(d.stale_if_error),
+        negative_ttl: pick(
+            cli.negative_ttl,
+            file.negative_ttl,
+            "negative-ttl",
+            parse_duration,
+        )?
+        .unwrap_or(d.negative_ttl),
+        max_capacity: size(cli.max_capacity, file.max_capacity, "max-capacity")?
+            .unwrap_or(d.max_capacity),
+        max_entry_size: size(cli.max_entry_size, file.max_entry_size, "max-entry-size")?
+            .unwrap_or(d.max_entry_size),
+        auth_mode: cli.auth_mode.or(file.auth_mode).unwrap_or(d.auth_mode),
+        upstream_timeout: pick(
+            cli.upstream_timeout,
+            file.upstream_timeout,
+            "upstream-timeout",
+            parse_duration,
+        )?
+        .unwrap_or(d.upstream_timeout),
+        connect_timeout: pick(
+            cli.connect_timeout,
+            file.connect_timeout,
+            "connect-timeout",
+            parse_duration,
+        )?
+        .unwrap_or(d.connect_timeout),
+        max_waiters_per_key: cli
+            .max_waiters_per_key
+            .or(file.max_waiters_per_key)
+            .unwrap_or(d.max_waiters_per_key),
+        max_waiters: cli
+            .max_waiters
+            .or(file.max_waiters)
+            .unwrap_or(d.max_waiters),
+        shutdown_grace: pick(
+            cli.shutdown_grace,
+            file.shutdown_grace,
+            "shutdown-grace",
+            parse_duration,
+        )?
+        .unwrap_or(d.shutdown_grace),
+        log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+impl Config {
+    /// Rejects values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.ttl.is_zero() {
+            return invalid("ttl", "must be more than 0s");
+        }
+        if self.upstream_timeout.is_zero() {
+            return invalid("upstream-timeout", "must be more than 0s");
+        }
+        if self.connect_timeout.is_zero() {
+            return invalid("connect-timeout", "must be more than 0s");
+        }
+        if self.max_capacity == 0 {
+            return invalid("max-capacity", "must be more than 0 bytes");
+        }
+        if self.max_entry_size == 0 {
+            return invalid("max-entry-size", "must be more than 0 bytes");
+        }
+        if self.max_entry_size > self.max_capacity {
+            return invalid("max-entry-size", "must not be larger than max-capacity");
+        }
+        if self.max_waiters_per_key == 0 || self.max_waiters == 0 {
+            return invalid("max-waiters", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["baremetal-image-cache"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all) {
+            Ok(cli) => cli,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    fn file(text: &str) -> FileConfig {
+        match toml::from_str(text) {
+            Ok(f) => f,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = match merge(cli(&[]), FileConfig::default()) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9464");
+        assert_eq!(
+            c.upstream.to_string(),
+            "https://baremetal.api.cloud.yandex.net"
+        );
+        assert_eq!(c.ttl, Duration::from_secs(60));
+        assert_eq!(c.stale_if_error, Duration::from_secs(300));
+        assert_eq!(c.negative_ttl, Duration::ZERO);
+        assert_eq!(c.max_capacity, 256 * 1024 * 1024);
+        assert_eq!(c.auth_mode, AuthMode::PerCredential);
+        assert_eq!(c.upstream_timeout, Duration::from_secs(10));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let c = merge(
+            cli(&["--ttl", "5s", "--max-capacity", "8MiB"]),
+            file(
+                "ttl = \"30s\"\nnegative-ttl = \"2s\"\nmax-capacity = 1024\nauth-mode = \"shared\"",
+            ),
+        );
+        let c = match c {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(c.ttl, Duration::from_secs(5));
+        assert_eq!(c.negative_ttl, Duration::from_secs(2));
+        assert_eq!(c.max_capacity, 8 * 1024 * 1024);
+        assert_eq!(c.auth_mode, AuthMode::Shared);
+    }
+
+    #[test]
+    fn bad_file_values_name_their_key() {
+        for (text, key) in [
+            ("ttl = \"soon\"", "`ttl`"),
+            ("max-capacity = \"-5MiB\"", "`max-capacity`"),
+            ("max-capacity = -5", "`max-capacity`"),
+            ("upstream = \"ftp://x\"", "`upstream`"),
+        ] {
+            match merge(cli(&[]), file(text)) {
+                Err(ConfigError::Invalid(msg)) => assert!(msg.contains(key), "{msg}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_file_key_is_refused() {
+        let err = toml::from_str::<FileConfig>("ttll = \"5s\"")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(err.to_string().contains("ttll"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_variable_is_refused() {
+        let names = ["PATH".to_string(), "BAREMETAL_IMAGE_CACHE_TTLL".to_string()];
+        match check_environment(names.into_iter()) {
+            Err(ConfigError::Invalid(msg)) => assert!(msg.contains("BAREMETAL_IMAGE_CACHE_TTLL")),
+            other => panic!("{other:?}"),
+        }
+        let ok = [env_name("stale-if-error"), env_name("config")];
+        assert!(check_environment(ok.into_iter()).is_ok());
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let u = match UpstreamUrl::parse("http://127.0.0.1:9000/api/") {
+            Ok(u) => u,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(u.path_prefix, "/api");
+        assert!(UpstreamUrl::parse("127.0.0.1:9000").is_err());
+        assert!(UpstreamUrl::parse("http://user:pw@host").is_err());
+    }
+}
