@@ -1,0 +1,411 @@
+//! The image cache: a moka future cache of upstream answers keyed by image ID, bounded in
+//! bytes, with freshness per entry and the authorization record of who may read each one.
+//!
+//! An entry outlives its freshness by the stale-if-error window so that it can be served
+//! while the upstream fails. In `per-credential` mode each entry carries the fingerprints the
+//! upstream answered 200 (or 404) for, each with the time it did; a grant is good for one
+//! TTL. Grants travel with the entry, so invalidating an image forgets who could read it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use moka::future::Cache;
+use moka::notification::RemovalCause;
+use moka::ops::compute::Op;
+use moka::Expiry;
+
+use crate::auth::Fingerprint;
+use crate::config::{AuthMode, Config};
+
+/// Fixed cost charged to each entry beyond its body and headers: the key, the `Entry`
+/// struct, moka's own node and the per-entry timer wheel slot.
+const ENTRY_OVERHEAD: usize = 256;
+
+/// Most credentials remembered per image. Past this the oldest grant is forgotten, which
+/// only costs that credential one upstream request.
+pub const MAX_GRANTS_PER_ENTRY: usize = 32;
+
+/// What an entry holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A 200 whose body is the requested image in status READY.
+    Ready,
+    /// A 404, kept for `--negative-ttl`.
+    NotFound,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Grant {
+    who: Fingerprint,
+    at: Instant,
+}
+
+/// One cached upstream answer.
+#[derive(Debug)]
+pub struct Entry {
+    pub kind: EntryKind,
+    pub status: StatusCode,
+    /// The upstream's headers that may be replayed (no per-request or hop-by-hop ones).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// When the upstream's answer arrived: the base of `Age` and of freshness.
+    pub stored_at: Instant,
+    fresh_for: Duration,
+    keep_for: Duration,
+    grants: Box<[Grant]>,
+}
+
+impl Entry {
+    /// Seconds since the upstream produced the body.
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
+    }
+
+    /// Remaining freshness in whole seconds; negative once stale.
+    pub fn ttl_secs(&self, now: Instant) -> i64 {
+        let expires = self.stored_at + self.fresh_for;
+        if now <= expires {
+            (expires - now).as_secs() as i64
+        } else {
+            // Rounded away from zero, so a stale entry never reads as ttl=0.
+            let over = now - expires;
+            -((over.as_secs() + u64::from(over.subsec_nanos() > 0)) as i64)
+        }
+    }
+
+    fn is_fresh(&self, now: Instant) -> bool {
+        now < self.stored_at + self.fresh_for
+    }
+
+    fn weight(&self, id: &str) -> u32 {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        let total = ENTRY_OVERHEAD
+            + id.len()
+            + self.body.len()
+            + headers
+            + self.grants.len() * std::mem::size_of::<Grant>();
+        u32::try_from(total).unwrap_or(u32::MAX)
+    }
+}
+
+/// The result of looking an image up for one caller.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Fresh and this caller may see it.
+    Fresh(Arc<Entry>),
+    /// Past its TTL but inside the stale-if-error window, and this caller may see it: only
+    /// to be served when the upstream fails.
+    Stale(Arc<Entry>),
+    /// Nothing this caller may be served.
+    Miss,
+}
+
+/// Why an eviction happened, as the metrics name it.
+pub fn removal_cause_label(cause: RemovalCause) -> &'static str {
+    match cause {
+        RemovalCause::Expired => "expired",
+        RemovalCause::Size => "size",
+        RemovalCause::Replaced => "replaced",
+        RemovalCause::Explicit => "explicit",
+    }
+}
+
+struct PerEntryExpiry;
+
+impl Expiry<Arc<str>, Arc<Entry>> for PerEntryExpiry {
+    fn expire_after_create(
+        &self,
+        _: &Arc<str>,
+        entry: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(entry.keep_for)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Arc<str>,
+        entry: &Arc<Entry>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.keep_for)
+    }
+}
+
+/// A new answer to store.
+pub struct NewEntry {
+    pub kind: EntryKind,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub received_at: Instant,
+}
+
+pub struct ImageCache {
+    entries: Cache<Arc<str>, Arc<Entry>>,
+    ttl: Duration,
+    stale_if_error: Duration,
+    negative_ttl: Duration,
+    auth_mode: AuthMode,
+}
+
+impl ImageCache {
+    /// A cache sized and timed by `config`; `on_evict` hears every removal with its cause.
+    pub fn new(config: &Config, on_evict: impl Fn(RemovalCause) + Send + Sync + 'static) -> Self {
+        let entries = Cache::builder()
+            .max_capacity(config.max_capacity)
+            .weigher(|id: &Arc<str>, entry: &Arc<Entry>| entry.weight(id))
+            .expire_after(PerEntryExpiry)
+            .eviction_listener(move |_, _, cause| on_evict(cause))
+            .build();
+        ImageCache {
+            entries,
+            ttl: config.ttl,
+            stale_if_error: config.stale_if_error,
+            negative_ttl: config.negative_ttl,
+            auth_mode: config.auth_mode,
+        }
+    }
+
+    /// Whether `--negative-ttl` asks for 404s to be stored.
+    pub fn stores_not_found(&self) -> bool {
+        !self.negative_ttl.is_zero()
+    }
+
+    /// What `who` may be served for image `id` now.
+    pub async fn lookup(&self, id: &str, who: Option<Fingerprint>) -> Lookup {
+        let Some(entry) = self.entries.get(id).await else {
+            return Lookup::Miss;
+        };
+        let now = Instant::now();
+        if entry.is_fresh(now) {
+            if self.may_read(&entry, who, now, self.ttl) {
+                return Lookup::Fresh(entry);
+            }
+            return Lookup::Miss;
+        }
+        // A stale entry is only worth anything while the upstream fails; its reader must
+        // still have been granted it inside the same window.
+        if entry.kind == EntryKind::Ready
+            && self.may_read(&entry, who, now, self.ttl + self.stale_if_error)
+        {
+            return Lookup::Stale(entry);
+        }
+        Lookup::Miss
+    }
+
+    fn may_read(
+        &self,
+        entry: &Entry,
+        who: Option<Fingerprint>,
+        now: Instant,
+        within: Duration,
+    ) -> bool {
+        match self.auth_mode {
+            AuthMode::Shared => true,
+            AuthMode::PerCredential => match who {
+                None => false,
+                Some(who) => entry
+                    .grants
+                    .iter()
+                    .any(|g| g.who == who && now < g.at + within),
+            },
+        }
+    }
+
+    /// Stores an answer for `id`, granted to `who`. A replaced entry of the same kind passes
+    /// on its grants that are still good, so two tenants refreshing one image both keep it.
+    pub async fn store(&self, id: &str, new: NewEntry, who: Option<Fingerprint>) -> Arc<Entry> {
+        let (fresh_for, keep_for) = match new.kind {
+            EntryKind::Ready => (self.ttl, self.ttl + self.stale_if_error),
+            EntryKind::NotFound => (self.negative_ttl, self.negative_ttl),
+        };
+        let grant_life = self.ttl + self.stale_if_error;
+        let result = self
+            .entries
+            .entry(Arc::from(id))
+            .and_compute_with(|old| {
+                let now = Instant::now();
+                let mut grants: Vec<Grant> = Vec::new();
+                if self.auth_mode == AuthMode::PerCredential {
+                    if let Some(old) = old.map(|e| e.into_value()) {
+                        if old.kind == new.kind {
+                            grants.extend(
+                                old.grants
+                                    .iter()
+                                    .filter(|g| Some(g.who) != who && now < g.at + grant_life),
+                            );
+                        }
+                    }
+                    if let Some(who) = who {
+                        grants.push(Grant {
+                            who,
+                            at: new.received_at,
+                        });
+                    }
+                    if grants.len() > MAX_GRANTS_PER_ENTRY {
+                        grants.sort_by_key(|g| std::cmp::Reverse(g.at));
+                        grants.truncate(MAX_GRANTS_PER_ENTRY);
+                    }
+                }
+                let entry = Arc::new(Entry {
+                    kind: new.kind,
+                    status: new.status,
+                    headers: new.headers.clone(),
+                    body: new.body.clone(),
+                    stored_at: new.received_at,
+                    fresh_for,
+                    keep_for,
+                    grants: grants.into_boxed_slice(),
+                });
+                std::future::ready(Op::Put(entry))
+            })
+            .await;
+        match result.into_entry() {
+            Some(entry) => entry.into_value(),
+            // Op::Put always yields an entry; this arm only keeps the compiler honest.
+            None => Arc::new(Entry {
+                kind: new.kind,
+                status: new.status,
+                headers: new.headers,
+                body: new.body,
+                stored_at: new.received_at,
+                fresh_for,
+                keep_for,
+                grants: Box::new([]),
+            }),
+        }
+    }
+
+    /// Drops the entry for `id`; true if there was one.
+    pub async fn invalidate(&self, id: &str) -> bool {
+        self.entries.remove(id).await.is_some()
+    }
+
+    /// Drops every entry; returns how many there were.
+    pub async fn purge_all(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        let count = self.entries.entry_count();
+        self.entries.invalidate_all();
+        self.entries.run_pending_tasks().await;
+        count
+    }
+
+    /// Entry count and weighted size, settled first (moka's counts are lazy).
+    pub async fn usage(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks().await;
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::CredentialHasher;
+    use http::HeaderValue;
+
+    fn config(mode: AuthMode) -> Config {
+        Config {
+            ttl: Duration::from_secs(60),
+            auth_mode: mode,
+            ..Config::default()
+        }
+    }
+
+    fn ready(body: &'static str) -> NewEntry {
+        NewEntry {
+            kind: EntryKind::Ready,
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            received_at: Instant::now(),
+        }
+    }
+
+    fn fingerprints() -> (Fingerprint, Fingerprint) {
+        let hasher = CredentialHasher::new_random().unwrap();
+        let mut a = HeaderMap::new();
+        a.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer a"),
+        );
+        let mut b = HeaderMap::new();
+        b.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer b"),
+        );
+        (
+            hasher.fingerprint(&a).unwrap(),
+            hasher.fingerprint(&b).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn per_credential_entries_are_served_only_to_granted_callers() {
+        let cache = ImageCache::new(&config(AuthMode::PerCredential), |_| {});
+        let (a, b) = fingerprints();
+        cache.store("img", ready("{}"), Some(a)).await;
+        assert!(matches!(
+            cache.lookup("img", Some(a)).await,
+            Lookup::Fresh(_)
+        ));
+        assert!(matches!(cache.lookup("img", Some(b)).await, Lookup::Miss));
+        assert!(matches!(cache.lookup("img", None).await, Lookup::Miss));
+        // b's own fetch adds b and keeps a.
+        cache.store("img", ready("{}"), Some(b)).await;
+        assert!(matches!(
+            cache.lookup("img", Some(a)).await,
+            Lookup::Fresh(_)
+        ));
+        assert!(matches!(
+            cache.lookup("img", Some(b)).await,
+            Lookup::Fresh(_)
+        ));
+        assert!(cache.invalidate("img").await);
+        assert!(matches!(cache.lookup("img", Some(a)).await, Lookup::Miss));
+    }
+
+    #[tokio::test]
+    async fn shared_entries_are_served_to_anyone() {
+        let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
+        let (a, _) = fingerprints();
+        cache.store("img", ready("{}"), Some(a)).await;
+        assert!(matches!(cache.lookup("img", None).await, Lookup::Fresh(_)));
+    }
+
+    #[tokio::test]
+    async fn expired_entries_are_stale_within_the_window() {
+        let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
+        let mut old = ready("{}");
+        old.received_at = Instant::now() - Duration::from_secs(90);
+        cache.store("img", old, None).await;
+        match cache.lookup("img", None).await {
+            Lookup::Stale(entry) => assert!(entry.ttl_secs(Instant::now()) <= -29),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn grants_are_bounded() {
+        let cache = ImageCache::new(&config(AuthMode::PerCredential), |_| {});
+        let hasher = CredentialHasher::new_random().unwrap();
+        for i in 0..(MAX_GRANTS_PER_ENTRY + 10) {
+            let mut h = HeaderMap::new();
+            h.insert(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {i}")).unwrap(),
+            );
+            let entry = cache
+                .store("img", ready("{}"), hasher.fingerprint(&h))
+                .await;
+            assert!(entry.grants.len() <= MAX_GRANTS_PER_ENTRY);
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! The upstream client: a pooled hyper-util client over rustls (ring provider, webpki roots,
+//! HTTP/2 when ALPN offers it), with a connect timeout and a deadline for the whole exchange,
+//! and the mapping of its failures to the API's own error answers.
+//!
+//! It knows nothing of the cache: it sends requests, reads bodies up to a limit, and says
+//! what went wrong.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{Config, UpstreamUrl};
+
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// The body type of every request the proxy sends upstream.
+pub type RequestBody = BoxBody<Bytes, BoxError>;
+
+/// How long an idle pooled connection is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// What went wrong talking to the upstream. Messages never carry request headers.
+#[derive(Debug, Clone)]
+pub enum UpstreamError {
+    /// No connection could be made (refused, unreachable, DNS, connect timeout).
+    Connect(String),
+    /// The TLS handshake failed.
+    Tls(String),
+    /// The exchange did not finish before the deadline.
+    Timeout(Duration),
+    /// The connection broke while the answer was being read.
+    Body(String),
+}
+
+impl UpstreamError {
+    /// The metric label of this kind of failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Connect(_) => "connect",
+            UpstreamError::Tls(_) => "tls",
+            UpstreamError::Timeout(_) => "timeout",
+            UpstreamError::Body(_) => "body",
+        }
+    }
+
+    /// The HTTP status and gRPC code the proxy answers with.
+    pub fn status_and_code(&self) -> (StatusCode, u32) {
+        match self {
+            UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, 4),
+            _ => (StatusCode::BAD_GATEWAY, 14),
+        }
+    }
+}
+
+impl fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamError::Connect(why) => write!(f, "upstream could not be reached: {why}"),
+            UpstreamError::Tls(why) => write!(f, "upstream TLS handshake failed: {why}"),
+            UpstreamError::Timeout(after) => write!(
+                f,
+                "upstream did not answer within {}",
+                humantime::format_duration(*after)
+            ),
+            UpstreamError::Body(why) => write!(f, "upstream answer broke off: {why}"),
+        }
+    }
+}
+
+impl StdError for UpstreamError {}
+
+/// A body read up to a limit.
+pub enum LimitedBody {
+    Complete(Bytes),
+    /// Longer than the limit: what was read so far and the rest, still unread.
+    TooLarge {
+        prefix: Bytes,
+        rest: Incoming,
+    },
+}
+
+/// The upstream API client.
+pub struct Upstream {
+    client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    base: UpstreamUrl,
+    timeout: Duration,
+}
+
+/// The client could not be built.
+#[derive(Debug)]
+pub struct SetupError(String);
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot set up the upstream client: {}", self.0)
+    }
+}
+
+impl StdError for SetupError {}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Result<Upstream, SetupError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|e| SetupError(e.to_string()))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        // Without a timer the pool's idle timeout silently does nothing.
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .build(https);
+        Ok(Upstream {
+            client,
+            base: config.upstream.clone(),
+            timeout: config.upstream_timeout,
+        })
+    }
+
+    /// The deadline of an exchange that starts now.
+    pub fn deadline(&self) -> Instant {
+        Instant::now() + self.timeout
+    }
+
+    /// The upstream's authority, for `Host`.
+    pub fn authority(&self) -> &str {
+        self.base.authority.as_str()
+    }
+
+    /// The upstream URI for a raw request target (path and query as received).
+    pub fn uri_for(&self, target: &str) -> Result<Uri, http::Error> {
+        let mut path = String::with_capacity(self.base.path_prefix.len() + target.len());
+        path.push_str(&self.base.path_prefix);
+        path.push_str(target);
+        Uri::builder()
+            .scheme(self.base.scheme.clone())
+            .authority(self.base.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+
+    /// Sends a request and waits for the response head until `deadline`.
+    pub async fn send(
+        &self,
+        request: Request<RequestBody>,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout_at(deadline.into(), self.client.request(request)).await {
+            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(classify_client_error(&e)),
+        }
+    }
+
+    /// Reads `body` until it ends, `limit` bytes are exceeded, or `deadline` passes.
+    pub async fn read_limited(
+        &self,
+        mut body: Incoming,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<LimitedBody, UpstreamError> {
+        let mut buf = BytesMut::new();
+        loop {
+            let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+                Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+                Ok(None) => return Ok(LimitedBody::Complete(buf.freeze())),
+                Ok(Some(Err(e))) => return Err(UpstreamError::Body(describe(&e))),
+                Ok(Some(Ok(frame))) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() > limit {
+                    return Ok(LimitedBody::TooLarge {
+                        prefix: buf.freeze(),
+                        rest: body,
+                    });
+                }
+            }
+        }
+    }
+}
+
+fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    if is_tls_error(e) {
+        return UpstreamError::Tls(describe(e));
+    }
+    if e.is_connect() {
+        return UpstreamError::Connect(describe(e));
+    }
+    // The connection was made but broke before a complete response head arrived.
+    UpstreamError::Body(describe(e))
+}
+
+/// Whether a rustls error is anywhere in the chain. `io::Error::source` skips the error it
+/// wraps, so wrapped errors are unpacked by hand.
+fn is_tls_error(e: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = current {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(inner) = io.get_ref() {
+                if inner.is::<rustls::Error>() {
+                    return true;
+                }
+            }
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// The error and its causes on one line.
+fn describe(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut current = e.source();
+    while let Some(err) = current {
+        let part = err.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        current = err.source();
+    }
+    text
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus
+/// those the `Connection` header names. They are never forwarded in either direction.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    use http::header::{
+        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
+        UPGRADE,
+    };
+    let named: Vec<http::HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        CONNECTION,
+        PROXY_AUTHENTICATE,
+        PROXY_AUTHORIZATION,
+        TE,
+        TRAILER,
+        TRANSFER_ENCODING,
+        UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("authorization", HeaderValue::from_static("Bearer t"));
+        h.insert("x-request-id", HeaderValue::from_static("r"));
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["authorization", "x-request-id"]);
+    }
+
+    #[test]
+    fn errors_map_to_the_api_shape_codes() {
+        assert_eq!(
+            UpstreamError::Timeout(Duration::from_secs(1)).status_and_code(),
+            (StatusCode::GATEWAY_TIMEOUT, 4)
+        );
+        assert_eq!(
+            UpstreamError::Connect("refused".into()).status_and_code(),
+            (StatusCode::BAD_GATEWAY, 14)
+        );
+    }
+}
