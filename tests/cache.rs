@@ -1,0 +1,386 @@
+//! Image.Get served from the cache: hits, expiry, READY-only storage, invalidation, purges,
+//! no-cache, negative caching, stale-if-error, and bodies that must not be stored.
+
+mod common;
+
+use std::time::Duration;
+
+use baremetal_image_cache::sim::{Fault, FaultScope};
+use common::*;
+use http::{Method, StatusCode};
+
+#[tokio::test]
+async fn miss_then_hit_with_identical_bytes() {
+    let h = Harness::start().await;
+    let first = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.x_cache(), "MISS");
+    assert!(first.header("cache-status").unwrap().contains("fwd=miss"));
+    assert!(first.header("cache-status").unwrap().contains("stored"));
+    assert_eq!(first.json(), expected_body(&h.sim, IMG));
+    assert!(
+        first.header("x-request-id").is_some(),
+        "the leader gets the upstream's own headers"
+    );
+
+    let second = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.x_cache(), "HIT");
+    assert_eq!(second.body, first.body, "byte-identical body");
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert!(second.header("age").is_some());
+    assert!(second
+        .header("cache-status")
+        .unwrap()
+        .starts_with("baremetal-image-cache; hit; ttl="));
+    assert_eq!(
+        second.header("x-request-id"),
+        None,
+        "per-request headers are not replayed"
+    );
+    assert_eq!(second.header("x-server-trace-id"), None);
+    assert_eq!(h.sim.image_get_count(IMG), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn head_is_answered_from_the_cache() {
+    let h = Harness::start().await;
+    let get = h.get(IMG, Some(ALICE)).await;
+    let head = h
+        .call(Method::HEAD, &image_path(IMG), Some(ALICE), &[])
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.x_cache(), "HIT");
+    assert!(head.body.is_empty());
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    assert_eq!(h.sim.image_get_count(IMG), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn entries_expire_after_the_ttl() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        ttl: Duration::from_secs(1),
+        stale_if_error: Duration::ZERO,
+        ..test_config()
+    })
+    .await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    // Expiry is about real time passing (moka's clock ignores tokio's paused time).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.sim.image_get_count(IMG), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn stale_is_served_while_the_upstream_fails_and_only_to_a_granted_credential() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        ttl: Duration::from_secs(1),
+        stale_if_error: Duration::from_secs(60),
+        ..test_config()
+    })
+    .await;
+    let fresh = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(fresh.x_cache(), "MISS");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.sim.set_fault(
+        FaultScope::All,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        None,
+    );
+
+    let stale = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(stale.status, StatusCode::OK);
+    assert_eq!(stale.x_cache(), "STALE");
+    assert_eq!(stale.body, fresh.body);
+    let cache_status = stale.header("cache-status").unwrap();
+    assert!(
+        cache_status.contains("fwd=stale; fwd-status=503; ttl=-"),
+        "{cache_status}"
+    );
+    assert!(stale.header("age").is_some());
+
+    // Alice's second token was never granted the image: it gets the upstream's 503.
+    let other = h.get(IMG, Some(ALICE2)).await;
+    assert_eq!(other.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_ne!(other.body, fresh.body);
+    let anonymous = h.get(IMG, None).await;
+    assert_eq!(anonymous.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.sim.image_get_count(IMG), 4);
+
+    // Once the upstream heals, the entry is refreshed.
+    h.sim.clear_faults();
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn stale_if_error_zero_turns_it_off() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        ttl: Duration::from_secs(1),
+        stale_if_error: Duration::ZERO,
+        ..test_config()
+    })
+    .await;
+    h.get(IMG, Some(ALICE)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.sim.set_fault(
+        FaultScope::All,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        None,
+    );
+    let reply = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.x_cache(), "MISS");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn no_status_but_ready_is_ever_cached() {
+    let h = Harness::start().await;
+    for (n, status) in [
+        "CREATING",
+        "UPDATING",
+        "DELETING",
+        "ERROR",
+        "STATUS_UNSPECIFIED",
+        "SOMETHING_NEW",
+        "",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert!(h.sim.set_status(IMG, status));
+        let first = h.get(IMG, Some(ALICE)).await;
+        let second = h.get(IMG, Some(ALICE)).await;
+        assert_eq!(first.status, StatusCode::OK);
+        assert_eq!(
+            first.json()["status"],
+            status,
+            "the client sees the upstream's status"
+        );
+        assert_eq!(first.x_cache(), "MISS", "{status}");
+        assert_eq!(second.x_cache(), "MISS", "{status}");
+        assert!(!first.header("cache-status").unwrap().contains("stored"));
+        assert_eq!(h.sim.image_get_count(IMG), 2 * (n as u64 + 1), "{status}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_ready_image_turning_deleting_is_dropped() {
+    let h = Harness::start().await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    h.sim.set_status(IMG, "DELETING");
+    let refreshed = h
+        .call(
+            Method::GET,
+            &image_path(IMG),
+            Some(ALICE),
+            &[("cache-control", "no-cache")],
+        )
+        .await;
+    assert_eq!(refreshed.x_cache(), "BYPASS");
+    assert_eq!(refreshed.json()["status"], "DELETING");
+    // The READY copy is gone: the next request goes upstream even though the TTL has not run out.
+    h.sim.set_status(IMG, "READY");
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.sim.image_get_count(IMG), 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn no_cache_fetches_and_refreshes_the_entry() {
+    let h = Harness::start().await;
+    h.get(IMG, Some(ALICE)).await;
+    let mut image = h.sim.image(IMG).unwrap();
+    image.description = "changed upstream".into();
+    h.sim.put_image(image);
+    let refreshed = h
+        .call(
+            Method::GET,
+            &image_path(IMG),
+            Some(ALICE),
+            &[("cache-control", "no-cache")],
+        )
+        .await;
+    assert_eq!(refreshed.x_cache(), "BYPASS");
+    assert!(refreshed
+        .header("cache-status")
+        .unwrap()
+        .contains("fwd=request"));
+    assert_eq!(refreshed.json()["description"], "changed upstream");
+    let hit = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(hit.json()["description"], "changed upstream");
+    assert_eq!(h.sim.image_get_count(IMG), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn mutations_invalidate_their_image() {
+    let h = Harness::start().await;
+    let patch_body = r#"{"updateMask":"description","description":"patched"}"#;
+    for (method, suffix, body) in [
+        (Method::PATCH, "", patch_body),
+        (Method::POST, ":restore", ""),
+        (Method::DELETE, "", ""),
+    ] {
+        assert_eq!(h.get(IMG2, Some(ALICE)).await.status, StatusCode::OK);
+        assert_eq!(h.get(IMG2, Some(ALICE)).await.x_cache(), "HIT");
+        let before = h.sim.image_get_count(IMG2);
+        let request = http::Request::builder()
+            .method(method.clone())
+            .uri(format!("http://{}{}{}", h.addr, image_path(IMG2), suffix))
+            .header("authorization", format!("Bearer {ALICE}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+            .unwrap();
+        let reply = h.send(request).await;
+        assert_eq!(reply.header("x-cache"), None, "mutations are not Image.Get");
+        assert_eq!(
+            h.sim
+                .count(method.as_str(), &format!("{}{}", image_path(IMG2), suffix)),
+            1
+        );
+        let after = h.get(IMG2, Some(ALICE)).await;
+        assert_ne!(after.x_cache(), "HIT", "{method} must invalidate");
+        assert_eq!(h.sim.image_get_count(IMG2), before + 1);
+        if method == Method::PATCH {
+            assert_eq!(after.json()["description"], "patched");
+        }
+        if method == Method::DELETE {
+            assert_eq!(after.status, StatusCode::NOT_FOUND);
+            h.sim.put_image(baremetal_image_cache::sim::Image::ready(
+                IMG2,
+                ALICE_FOLDER,
+                "debian-12",
+            ));
+        }
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn admin_purges_one_image_or_all() {
+    let h = Harness::start().await;
+    h.get(IMG, Some(ALICE)).await;
+    h.get(IMG2, Some(ALICE)).await;
+    let purged = h
+        .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
+        .await;
+    assert_eq!(purged.status, StatusCode::OK);
+    assert_eq!(purged.json()["purged"], 1);
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG2, Some(ALICE)).await.x_cache(), "HIT");
+
+    let all = h.admin(Method::DELETE, "/cache").await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(all.json()["purged"], 2);
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG2, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.sim.image_get_count(IMG), 3);
+    assert_eq!(h.sim.image_get_count(IMG2), 2);
+
+    let bad = h.admin(Method::DELETE, "/cache/images/NOT%2Fan-id").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["code"], 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn not_found_is_cached_only_with_a_negative_ttl() {
+    let h = Harness::start().await;
+    assert_eq!(
+        h.get(MISSING, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(h.get(MISSING, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.sim.image_get_count(MISSING), 2);
+    h.stop().await;
+
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        negative_ttl: Duration::from_secs(30),
+        ..test_config()
+    })
+    .await;
+    let first = h.get(MISSING, Some(ALICE)).await;
+    assert_eq!(first.status, StatusCode::NOT_FOUND);
+    let second = h.get(MISSING, Some(ALICE)).await;
+    assert_eq!(second.status, StatusCode::NOT_FOUND);
+    assert_eq!(second.x_cache(), "HIT");
+    assert_eq!(second.body, first.body);
+    // Another credential is not told by the cache what the upstream told Alice.
+    assert_eq!(h.get(MISSING, Some(BOB)).await.x_cache(), "MISS");
+    assert_eq!(h.sim.image_get_count(MISSING), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_404_drops_a_cached_image() {
+    let h = Harness::start().await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    h.sim.set_fault(
+        FaultScope::Image(IMG.into()),
+        Fault::Status {
+            status: 404,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    let not_found = h
+        .call(
+            Method::GET,
+            &image_path(IMG),
+            Some(ALICE),
+            &[("cache-control", "no-cache")],
+        )
+        .await;
+    assert_eq!(not_found.status, StatusCode::NOT_FOUND);
+    assert_eq!(not_found.json()["code"], 5);
+    let after = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.x_cache(), "MISS");
+    assert_eq!(h.sim.image_get_count(IMG), 3);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_and_wrong_id_bodies_are_passed_on_but_not_cached() {
+    let h = Harness::start().await;
+    for fault in [Fault::Garbage, Fault::WrongId] {
+        h.sim.reset_counts();
+        h.sim
+            .set_fault(FaultScope::Image(IMG.into()), fault.clone(), Some(1));
+        let bad = h.get(IMG, Some(ALICE)).await;
+        assert_eq!(
+            bad.status,
+            StatusCode::OK,
+            "{fault:?}: the upstream's answer is relayed"
+        );
+        assert_eq!(bad.x_cache(), "MISS");
+        assert!(!bad.header("cache-status").unwrap().contains("stored"));
+        let next = h.get(IMG, Some(ALICE)).await;
+        assert_eq!(next.x_cache(), "MISS", "{fault:?} must not be cached");
+        assert_eq!(next.json(), expected_body(&h.sim, IMG));
+        assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+        assert_eq!(h.sim.image_get_count(IMG), 2);
+        h.admin(Method::DELETE, "/cache").await;
+    }
+    h.stop().await;
+}

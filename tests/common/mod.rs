@@ -1,0 +1,234 @@
+//! Shared test harness: the real proxy (`baremetal_image_cache::run`) on `127.0.0.1:0` in
+//! front of the upstream simulator, and a small HTTP client.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use baremetal_image_cache::config::{AuthMode, Config, UpstreamUrl};
+use baremetal_image_cache::sim::{Image, Simulator};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ALICE: &str = "t1.alice-test-token";
+pub const ALICE2: &str = "t1.alice-second-token";
+pub const BOB: &str = "t1.bob-test-token";
+pub const FORGED: &str = "t1.forged-token";
+pub const ALICE_FOLDER: &str = "b1galicefolder000001";
+pub const BOB_FOLDER: &str = "b1gbobfolder00000001";
+/// Alice's READY image.
+pub const IMG: &str = "ly5test0ready0000001";
+/// A second READY image of Alice's.
+pub const IMG2: &str = "ly5test0ready0000002";
+/// Bob's READY image.
+pub const BOB_IMG: &str = "ly5test0bobimage0001";
+/// An ID nobody has.
+pub const MISSING: &str = "ly5test0missing00001";
+
+pub fn image_path(id: &str) -> String {
+    format!("/baremetal/v1alpha/images/{id}")
+}
+
+/// A simulator with two tenants, Alice (two tokens) and Bob.
+pub fn simulator() -> Simulator {
+    let sim = Simulator::new();
+    sim.add_token(ALICE, &[ALICE_FOLDER]);
+    sim.add_token(ALICE2, &[ALICE_FOLDER]);
+    sim.add_token(BOB, &[BOB_FOLDER]);
+    sim.put_image(Image::ready(IMG, ALICE_FOLDER, "ubuntu-24-04"));
+    sim.put_image(Image::ready(IMG2, ALICE_FOLDER, "debian-12"));
+    sim.put_image(Image::ready(BOB_IMG, BOB_FOLDER, "bob-golden"));
+    sim
+}
+
+pub struct Harness {
+    pub sim: Simulator,
+    pub upstream: String,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub client: Client<HttpConnector, Full<Bytes>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn x_cache(&self) -> &str {
+        self.header("x-cache").unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// A config for tests: everything default but what a test changes.
+pub fn test_config() -> Config {
+    Config {
+        upstream_timeout: Duration::from_secs(5),
+        ..Config::default()
+    }
+}
+
+pub fn shared_config() -> Config {
+    Config {
+        auth_mode: AuthMode::Shared,
+        ..test_config()
+    }
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Harness::start_with(simulator(), test_config()).await
+    }
+
+    pub async fn with_config(config: Config) -> Harness {
+        Harness::start_with(simulator(), config).await
+    }
+
+    pub async fn start_with(sim: Simulator, config: Config) -> Harness {
+        let upstream = sim.clone().spawn().await.expect("simulator starts");
+        Harness::start_against(sim, &format!("http://{upstream}"), config).await
+    }
+
+    /// The proxy in front of `upstream_url` (which need not be the simulator's).
+    pub async fn start_against(sim: Simulator, upstream_url: &str, mut config: Config) -> Harness {
+        config.upstream = UpstreamUrl::parse(upstream_url).expect("upstream URL");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let admin = admin_listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            baremetal_image_cache::run(config, listener, admin_listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("proxy runs");
+        });
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(1024)
+            .build_http();
+        Harness {
+            sim,
+            upstream: upstream_url.trim_start_matches("http://").to_string(),
+            addr,
+            admin,
+            client,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// The `host:port` of the upstream the proxy talks to.
+    pub fn sim_authority(&self) -> String {
+        self.upstream.clone()
+    }
+
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Reply {
+        send(&self.client, request).await
+    }
+
+    /// GET (or another method without a body) on the proxy with an optional token.
+    pub async fn call(
+        &self,
+        method: Method,
+        target: &str,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.addr, target));
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        for (name, value) in extra {
+            builder = builder.header(*name, *value);
+        }
+        self.send(builder.body(Full::new(Bytes::new())).unwrap())
+            .await
+    }
+
+    pub async fn get(&self, id: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, &image_path(id), token, &[]).await
+    }
+
+    pub async fn admin(&self, method: Method, path: &str) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{}", self.admin, path))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.send(request).await
+    }
+
+    /// Waits (by polling the simulator's own counter, bounded) until it has seen `n` requests.
+    pub async fn until_upstream_saw(&self, n: u64) {
+        for _ in 0..1000 {
+            if self.sim.request_count() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the upstream never saw {n} requests (saw {})",
+            self.sim.request_count()
+        );
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(40), task)
+                .await
+                .expect("proxy stops")
+                .expect("proxy task");
+        }
+    }
+}
+
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Reply {
+    let response = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .expect("answer within 30s")
+        .expect("request succeeds");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("body").to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// The image's JSON as the simulator serves it.
+pub fn expected_body(sim: &Simulator, id: &str) -> serde_json::Value {
+    serde_json::to_value(sim.image(id).expect("image exists")).unwrap()
+}

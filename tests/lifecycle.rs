@@ -1,0 +1,321 @@
+//! The binary as an operator runs it: configuration failures, health endpoints, logs that
+//! never carry a credential, and a SIGTERM that drains in-flight requests before exit 0.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use baremetal_image_cache::sim::{Fault, FaultScope};
+use common::*;
+use http::{Method, Request, StatusCode};
+
+const BIN: &str = env!("CARGO_BIN_EXE_baremetal-image-cache");
+
+/// Arguments, environment, and what the error message must name.
+type Case = (Vec<String>, Vec<(&'static str, &'static str)>, &'static str);
+
+/// Runs the binary with these arguments and environment; it must fail at once.
+fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = command.output().expect("binary runs");
+    assert!(!output.status.success(), "{args:?} {env:?} should fail");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn every_bad_configuration_fails_naming_what_was_wrong() {
+    let dir = std::env::temp_dir().join(format!("bic-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "ttl = \"5s\"\nttll = \"5s\"\n").unwrap();
+    let bad_value = dir.join("bad.toml");
+    std::fs::write(&bad_value, "stale-if-error = \"for a while\"\n").unwrap();
+    let negative = dir.join("negative.toml");
+    std::fs::write(&negative, "max-capacity = -1\n").unwrap();
+
+    let cases: Vec<Case> = vec![
+        (vec!["--ttl".into(), "soon".into()], vec![], "--ttl"),
+        (
+            vec!["--max-capacity".into(), "-5MiB".into()],
+            vec![],
+            "--max-capacity",
+        ),
+        (
+            vec!["--max-capacity".into(), "lots".into()],
+            vec![],
+            "--max-capacity",
+        ),
+        (
+            vec!["--upstream".into(), "ftp://example".into()],
+            vec![],
+            "--upstream",
+        ),
+        (
+            vec!["--auth-mode".into(), "everyone".into()],
+            vec![],
+            "--auth-mode",
+        ),
+        (
+            vec!["--listen".into(), "localhost".into()],
+            vec![],
+            "--listen",
+        ),
+        (vec!["--ttl".into(), "0s".into()], vec![], "ttl"),
+        (vec![], vec![("BAREMETAL_IMAGE_CACHE_TTL", "soon")], "--ttl"),
+        (
+            vec![],
+            vec![("BAREMETAL_IMAGE_CACHE_TTLL", "5s")],
+            "BAREMETAL_IMAGE_CACHE_TTLL",
+        ),
+        (
+            vec!["--config".into(), "/nonexistent/bic.toml".into()],
+            vec![],
+            "/nonexistent/bic.toml",
+        ),
+        (
+            vec!["--config".into(), unknown.display().to_string()],
+            vec![],
+            "ttll",
+        ),
+        (
+            vec!["--config".into(), bad_value.display().to_string()],
+            vec![],
+            "stale-if-error",
+        ),
+        (
+            vec!["--config".into(), negative.display().to_string()],
+            vec![],
+            "max-capacity",
+        ),
+    ];
+    for (args, env, named) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let stderr = fails(&args, &env);
+        assert!(stderr.contains(named), "{args:?} {env:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_example_configuration_is_valid_and_complete() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/baremetal-image-cache.toml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    // Every flag has its key in the example.
+    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && *w != "--help" && *w != "--version" && *w != "--config")
+    {
+        let key = flag.trim_start_matches("--");
+        assert!(text.contains(&format!("{key} =")), "example lacks `{key}`");
+    }
+    // Uncommented, it loads as is.
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest)
+                if rest.split(" = ").next().is_some_and(|k| {
+                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                }) && rest.contains(" = ") =>
+            {
+                rest
+            }
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = std::env::temp_dir().join(format!("bic-example-{}.toml", std::process::id()));
+    std::fs::write(&file, uncommented).unwrap();
+    let loaded = baremetal_image_cache::Config::load([
+        "baremetal-image-cache",
+        "--config",
+        file.to_str().unwrap(),
+    ]);
+    assert!(loaded.is_ok(), "{:?}", loaded.err());
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the binary against `upstream` and waits until its readiness endpoint answers.
+async fn start_binary(upstream: &str, extra_env: &[(&str, &str)]) -> (Child, String, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let mut command = Command::new(BIN);
+    command
+        .args([
+            "--listen",
+            &listen,
+            "--admin-listen",
+            &admin,
+            "--upstream",
+            upstream,
+        ])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    let child = Child(command.spawn().expect("binary starts"));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for _ in 0..500 {
+        let request = Request::get(format!("http://{admin}/readyz"))
+            .body(Default::default())
+            .unwrap();
+        if let Ok(Ok(r)) =
+            tokio::time::timeout(Duration::from_secs(1), client.request(request)).await
+        {
+            if r.status() == StatusCode::OK {
+                return (child, listen, admin);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the proxy never became ready");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let sim = simulator();
+    let upstream = sim.clone().spawn().await.unwrap();
+    sim.set_fault(
+        FaultScope::All,
+        Fault::Delay(Duration::from_millis(1500)),
+        None,
+    );
+    let (mut child, listen, admin) = start_binary(&format!("http://{upstream}"), &[]).await;
+
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let health = common::send(
+        &client,
+        Request::get(format!("http://{admin}/healthz"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(health.status, StatusCode::OK);
+
+    let in_flight = {
+        let client = client.clone();
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(format!("http://{listen}{}", image_path(IMG)))
+            .header("authorization", format!("Bearer {ALICE}"))
+            .body(Default::default())
+            .unwrap();
+        tokio::spawn(async move { common::send(&client, request).await })
+    };
+    for _ in 0..500 {
+        if sim.request_count() >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.request_count(), 1, "the request is in flight");
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+
+    let reply = in_flight.await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "the in-flight request finished"
+    );
+    assert_eq!(reply.json(), expected_body(&sim, IMG));
+    let status = tokio::task::spawn_blocking(move || {
+        let status = child.0.wait().unwrap();
+        (status, child)
+    })
+    .await
+    .unwrap()
+    .0;
+    assert!(status.success(), "exit 0 after draining, got {status:?}");
+    assert!(
+        tokio::net::TcpStream::connect(&listen).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_never_reach_the_logs() {
+    let sim = simulator();
+    let upstream = sim.clone().spawn().await.unwrap();
+    let (mut child, listen, _admin) = start_binary(
+        &format!("http://{upstream}"),
+        &[("BAREMETAL_IMAGE_CACHE_LOG_FORMAT", "json")],
+    )
+    .await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    for (target, token) in [
+        (image_path(IMG), ALICE),
+        (image_path(IMG), ALICE),
+        (image_path(IMG), BOB),
+        (image_path(MISSING), FORGED),
+        ("/baremetal/v1alpha/zones".to_string(), ALICE),
+    ] {
+        let request = Request::get(format!("http://{listen}{target}"))
+            .header("authorization", format!("Bearer {token}"))
+            .body(Default::default())
+            .unwrap();
+        common::send(&client, request).await;
+    }
+    // Stop it and read everything it logged.
+    let pid = child.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
+    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    })
+    .await
+    .unwrap();
+    assert!(
+        lines.iter().any(|l| l.contains("upstream fetch")),
+        "fetches are logged: {lines:?}"
+    );
+    for line in &lines {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "JSON log line: {line}"
+        );
+        for secret in [ALICE, BOB, FORGED, "t1."] {
+            assert!(!line.contains(secret), "credential in the log: {line}");
+        }
+    }
+}
