@@ -208,37 +208,40 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError
     UpstreamError::Body(describe(e))
 }
 
-/// Whether a rustls error is anywhere in the chain. `io::Error::source` skips the error it
-/// wraps, so wrapped errors are unpacked by hand.
+/// Whether a rustls error is anywhere in the chain.
 fn is_tls_error(e: &(dyn StdError + 'static)) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = current {
         if err.is::<rustls::Error>() {
             return true;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if inner.is::<rustls::Error>() {
-                    return true;
-                }
-            }
-        }
-        current = err.source();
+        current = cause(err);
     }
     false
+}
+
+/// The next error in the chain. `io::Error::source` skips the error it wraps (and rustls
+/// errors arrive wrapped twice), so wrapped errors are unpacked by hand.
+fn cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
+    if let Some(io) = err.downcast_ref::<std::io::Error>() {
+        if let Some(inner) = io.get_ref() {
+            return Some(inner);
+        }
+    }
+    err.source()
 }
 
 /// The error and its causes on one line.
 fn describe(e: &(dyn StdError + 'static)) -> String {
     let mut text = e.to_string();
-    let mut current = e.source();
+    let mut current = cause(e);
     while let Some(err) = current {
         let part = err.to_string();
         if !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }
-        current = err.source();
+        current = cause(err);
     }
     text
 }

@@ -171,3 +171,24 @@ async fn a_hanging_upstream_is_a_504_at_the_timeout() {
     h.sim.clear_faults();
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_tls_failure_is_a_502_that_says_so() {
+    // The simulator speaks plain HTTP, so a TLS handshake with it fails.
+    let sim = simulator();
+    let plain = sim.clone().spawn().await.unwrap();
+    let h = Harness::start_against(sim, &format!("https://{plain}"), test_config()).await;
+    for target in [image_path(IMG), "/baremetal/v1alpha/zones".to_string()] {
+        let reply = h.call(Method::GET, &target, Some(ALICE), &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{target}");
+        let json = reply.json();
+        assert_eq!(json["code"], 14);
+        assert!(json["message"].as_str().unwrap().contains("TLS"), "{json}");
+    }
+    assert_eq!(
+        h.get(IMG, Some(ALICE)).await.x_cache(),
+        "MISS",
+        "nothing was cached"
+    );
+    h.stop().await;
+}
