@@ -1,4 +1,4 @@
-//! The admin listener: liveness, readiness and cache purges (metrics join it later).
+//! The admin listener: Prometheus metrics, liveness, readiness and cache purges.
 //!
 //! It is a separate listener so that it can be bound to another address than the proxy and
 //! kept away from API clients.
@@ -11,6 +11,7 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::ProxyBody;
+use crate::metrics::InvalidationReason;
 use crate::proxy::{api_error, Proxy};
 use crate::route::is_valid_image_id;
 
@@ -37,8 +38,9 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 }
             }
+            (&Method::GET, "/metrics") => self.metrics().await,
             (&Method::DELETE, "/cache") => {
-                let purged = self.proxy.cache().purge_all().await;
+                let purged = self.proxy.purge_all().await;
                 tracing::info!(purged, "cache purged");
                 json(serde_json::json!({ "purged": purged }))
             }
@@ -47,13 +49,36 @@ impl Admin {
                 if !is_valid_image_id(id) {
                     return api_error(StatusCode::BAD_REQUEST, 3, "not an image ID: expected [a-z][a-z0-9]*, at most 64 characters");
                 }
-                let purged = u64::from(self.proxy.cache().invalidate(id).await);
+                let purged = u64::from(self.proxy.invalidate(id, InvalidationReason::Purge).await);
                 tracing::info!(purged, "image purged");
                 json(serde_json::json!({ "purged": purged }))
             }
-            (_, "/healthz" | "/readyz" | "/cache") => method_not_allowed(),
+            (_, "/healthz" | "/readyz" | "/cache" | "/metrics") => method_not_allowed(),
             (_, _) if path.starts_with("/cache/images/") => method_not_allowed(),
-            _ => api_error(StatusCode::NOT_FOUND, 5, "no such admin endpoint: try /healthz, /readyz, DELETE /cache or DELETE /cache/images/{id}"),
+            _ => api_error(StatusCode::NOT_FOUND, 5, "no such admin endpoint: try /metrics, /healthz, /readyz, DELETE /cache or DELETE /cache/images/{id}"),
+        }
+    }
+
+    /// The Prometheus scrape, with the gauges settled first.
+    async fn metrics(&self) -> Response<ProxyBody> {
+        self.proxy.refresh_gauges().await;
+        match self.proxy.metrics().encode() {
+            Ok(text) => {
+                let mut response = Response::new(ProxyBody::full(Bytes::from(text)));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode metrics");
+                api_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    13,
+                    "cannot encode metrics",
+                )
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use crate::metrics::Metrics;
 use crate::upstream::{BoxError, UpstreamError};
 
 pub enum ProxyBody {
@@ -23,6 +25,7 @@ pub enum ProxyBody {
         body: Incoming,
         deadline: Pin<Box<Sleep>>,
         timeout: std::time::Duration,
+        metrics: Arc<Metrics>,
     },
 }
 
@@ -37,16 +40,18 @@ impl ProxyBody {
 
     /// Streams `body` after `prefix`, failing the stream if it is not done by `deadline`.
     pub fn upstream(
-        prefix: Option<Bytes>,
+        prefix: Bytes,
         body: Incoming,
         deadline: Instant,
         timeout: std::time::Duration,
+        metrics: Arc<Metrics>,
     ) -> ProxyBody {
         ProxyBody::Upstream {
-            prefix: prefix.filter(|p| !p.is_empty()),
+            prefix: (!prefix.is_empty()).then_some(prefix),
             body,
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
             timeout,
+            metrics,
         }
     }
 }
@@ -66,16 +71,21 @@ impl Body for ProxyBody {
                 body,
                 deadline,
                 timeout,
+                metrics,
             } => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));
                 }
                 if deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(Box::new(UpstreamError::Timeout(*timeout)))));
+                    let err = UpstreamError::Timeout(*timeout);
+                    metrics.upstream_failed(err.kind());
+                    return Poll::Ready(Some(Err(Box::new(err))));
                 }
-                Pin::new(body)
-                    .poll_frame(cx)
-                    .map_err(|e| Box::new(UpstreamError::Body(e.to_string())) as BoxError)
+                Pin::new(body).poll_frame(cx).map_err(|e| {
+                    let err = UpstreamError::Body(e.to_string());
+                    metrics.upstream_failed(err.kind());
+                    Box::new(err) as BoxError
+                })
             }
         }
     }

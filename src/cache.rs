@@ -6,6 +6,8 @@
 //! upstream answered 200 (or 404) for, each with the time it did; a grant is good for one
 //! TTL. Grants travel with the entry, so invalidating an image forgets who could read it.
 
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 use moka::Expiry;
 
 use crate::auth::Fingerprint;
@@ -148,8 +150,19 @@ pub struct NewEntry {
     pub received_at: Instant,
 }
 
+/// Number of invalidation generation stripes. An invalidation bumps its ID's stripe; a fill
+/// that started before the bump is not stored. Two IDs sharing a stripe only cost a skipped
+/// store, and memory stays fixed however many IDs there are.
+const GENERATION_STRIPES: usize = 4096;
+
+/// A point in the invalidation history of one image ID, taken before a fetch starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generation(u64);
+
 pub struct ImageCache {
     entries: Cache<Arc<str>, Arc<Entry>>,
+    generations: Box<[AtomicU64]>,
+    purges: AtomicU64,
     ttl: Duration,
     stale_if_error: Duration,
     negative_ttl: Duration,
@@ -167,6 +180,8 @@ impl ImageCache {
             .build();
         ImageCache {
             entries,
+            generations: (0..GENERATION_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            purges: AtomicU64::new(0),
             ttl: config.ttl,
             stale_if_error: config.stale_if_error,
             negative_ttl: config.negative_ttl,
@@ -177,6 +192,19 @@ impl ImageCache {
     /// Whether `--negative-ttl` asks for 404s to be stored.
     pub fn stores_not_found(&self) -> bool {
         !self.negative_ttl.is_zero()
+    }
+
+    fn stripe(&self, id: &str) -> &AtomicU64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        id.hash(&mut hasher);
+        &self.generations[(hasher.finish() as usize) % GENERATION_STRIPES]
+    }
+
+    /// The invalidation generation of `id` now; pass it to [`ImageCache::store`] so that an
+    /// invalidation that happens while the fetch runs wins over the fetch's answer.
+    pub fn generation(&self, id: &str) -> Generation {
+        // Both counters only grow, so their sum changes whenever either does.
+        Generation(self.stripe(id).load(Ordering::Acquire) + self.purges.load(Ordering::Acquire))
     }
 
     /// What `who` may be served for image `id` now.
@@ -201,6 +229,8 @@ impl ImageCache {
         Lookup::Miss
     }
 
+    /// Whether `who` may read `entry`. A 404 belongs to the credential it was given to even
+    /// in shared mode: the upstream may answer 404 for an image a caller is not allowed to see.
     fn may_read(
         &self,
         entry: &Entry,
@@ -208,21 +238,33 @@ impl ImageCache {
         now: Instant,
         within: Duration,
     ) -> bool {
-        match self.auth_mode {
-            AuthMode::Shared => true,
-            AuthMode::PerCredential => match who {
-                None => false,
-                Some(who) => entry
-                    .grants
-                    .iter()
-                    .any(|g| g.who == who && now < g.at + within),
-            },
+        if self.auth_mode == AuthMode::Shared && entry.kind == EntryKind::Ready {
+            return true;
+        }
+        match who {
+            None => false,
+            Some(who) => entry
+                .grants
+                .iter()
+                .any(|g| g.who == who && now < g.at + within),
         }
     }
 
-    /// Stores an answer for `id`, granted to `who`. A replaced entry of the same kind passes
-    /// on its grants that are still good, so two tenants refreshing one image both keep it.
-    pub async fn store(&self, id: &str, new: NewEntry, who: Option<Fingerprint>) -> Arc<Entry> {
+    fn keeps_grants(&self, kind: EntryKind) -> bool {
+        self.auth_mode == AuthMode::PerCredential || kind == EntryKind::NotFound
+    }
+
+    /// Stores an answer for `id`, granted to `who`, unless `id` was invalidated since
+    /// `generation` was taken, or it is a 404 that would replace a READY entry. A replaced
+    /// entry of the same kind passes on its grants that are still good, so two tenants
+    /// refreshing one image both keep it. Returns whether it was stored.
+    pub async fn store(
+        &self,
+        id: &str,
+        new: NewEntry,
+        who: Option<Fingerprint>,
+        generation: Generation,
+    ) -> bool {
         let (fresh_for, keep_for) = match new.kind {
             EntryKind::Ready => (self.ttl, self.ttl + self.stale_if_error),
             EntryKind::NotFound => (self.negative_ttl, self.negative_ttl),
@@ -232,17 +274,22 @@ impl ImageCache {
             .entries
             .entry(Arc::from(id))
             .and_compute_with(|old| {
+                let old = old.map(|e| e.into_value());
+                let outdated = self.generation(id) != generation;
+                let would_hide_ready = new.kind == EntryKind::NotFound
+                    && old.as_ref().is_some_and(|o| o.kind == EntryKind::Ready);
+                if outdated || would_hide_ready {
+                    return std::future::ready(Op::Nop);
+                }
                 let now = Instant::now();
                 let mut grants: Vec<Grant> = Vec::new();
-                if self.auth_mode == AuthMode::PerCredential {
-                    if let Some(old) = old.map(|e| e.into_value()) {
-                        if old.kind == new.kind {
-                            grants.extend(
-                                old.grants
-                                    .iter()
-                                    .filter(|g| Some(g.who) != who && now < g.at + grant_life),
-                            );
-                        }
+                if self.keeps_grants(new.kind) {
+                    if let Some(old) = old.filter(|o| o.kind == new.kind) {
+                        grants.extend(
+                            old.grants
+                                .iter()
+                                .filter(|g| Some(g.who) != who && now < g.at + grant_life),
+                        );
                     }
                     if let Some(who) = who {
                         grants.push(Grant {
@@ -255,7 +302,7 @@ impl ImageCache {
                         grants.truncate(MAX_GRANTS_PER_ENTRY);
                     }
                 }
-                let entry = Arc::new(Entry {
+                std::future::ready(Op::Put(Arc::new(Entry {
                     kind: new.kind,
                     status: new.status,
                     headers: new.headers.clone(),
@@ -264,33 +311,41 @@ impl ImageCache {
                     fresh_for,
                     keep_for,
                     grants: grants.into_boxed_slice(),
-                });
-                std::future::ready(Op::Put(entry))
+                })))
             })
             .await;
-        match result.into_entry() {
-            Some(entry) => entry.into_value(),
-            // Op::Put always yields an entry; this arm only keeps the compiler honest.
-            None => Arc::new(Entry {
-                kind: new.kind,
-                status: new.status,
-                headers: new.headers,
-                body: new.body,
-                stored_at: new.received_at,
-                fresh_for,
-                keep_for,
-                grants: Box::new([]),
-            }),
-        }
+        matches!(
+            result,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        )
     }
 
-    /// Drops the entry for `id`; true if there was one.
+    /// Drops the entry for `id` and makes fetches already under way for it unstorable.
+    /// Returns whether there was an entry.
     pub async fn invalidate(&self, id: &str) -> bool {
+        self.stripe(id).fetch_add(1, Ordering::AcqRel);
         self.entries.remove(id).await.is_some()
+    }
+
+    /// Drops the entry for `id` because the upstream answered `who` with a 404 or a
+    /// non-READY image: only if `who` could read it, so that one tenant's 404 (for an image
+    /// it may not see) cannot evict another tenant's entry. Returns whether it was dropped.
+    pub async fn invalidate_for(&self, id: &str, who: Option<Fingerprint>) -> bool {
+        let Some(entry) = self.entries.get(id).await else {
+            return false;
+        };
+        let now = Instant::now();
+        let allowed = entry.kind == EntryKind::NotFound
+            || self.may_read(&entry, who, now, self.ttl + self.stale_if_error);
+        if !allowed {
+            return false;
+        }
+        self.invalidate(id).await
     }
 
     /// Drops every entry; returns how many there were.
     pub async fn purge_all(&self) -> u64 {
+        self.purges.fetch_add(1, Ordering::AcqRel);
         self.entries.run_pending_tasks().await;
         let count = self.entries.entry_count();
         self.entries.invalidate_all();
@@ -329,6 +384,10 @@ mod tests {
         }
     }
 
+    async fn store(cache: &ImageCache, id: &str, new: NewEntry, who: Option<Fingerprint>) -> bool {
+        cache.store(id, new, who, cache.generation(id)).await
+    }
+
     fn fingerprints() -> (Fingerprint, Fingerprint) {
         let hasher = CredentialHasher::new_random().unwrap();
         let mut a = HeaderMap::new();
@@ -351,7 +410,7 @@ mod tests {
     async fn per_credential_entries_are_served_only_to_granted_callers() {
         let cache = ImageCache::new(&config(AuthMode::PerCredential), |_| {});
         let (a, b) = fingerprints();
-        cache.store("img", ready("{}"), Some(a)).await;
+        store(&cache, "img", ready("{}"), Some(a)).await;
         assert!(matches!(
             cache.lookup("img", Some(a)).await,
             Lookup::Fresh(_)
@@ -359,7 +418,7 @@ mod tests {
         assert!(matches!(cache.lookup("img", Some(b)).await, Lookup::Miss));
         assert!(matches!(cache.lookup("img", None).await, Lookup::Miss));
         // b's own fetch adds b and keeps a.
-        cache.store("img", ready("{}"), Some(b)).await;
+        store(&cache, "img", ready("{}"), Some(b)).await;
         assert!(matches!(
             cache.lookup("img", Some(a)).await,
             Lookup::Fresh(_)
@@ -376,7 +435,7 @@ mod tests {
     async fn shared_entries_are_served_to_anyone() {
         let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
         let (a, _) = fingerprints();
-        cache.store("img", ready("{}"), Some(a)).await;
+        store(&cache, "img", ready("{}"), Some(a)).await;
         assert!(matches!(cache.lookup("img", None).await, Lookup::Fresh(_)));
     }
 
@@ -385,11 +444,73 @@ mod tests {
         let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
         let mut old = ready("{}");
         old.received_at = Instant::now() - Duration::from_secs(90);
-        cache.store("img", old, None).await;
+        store(&cache, "img", old, None).await;
         match cache.lookup("img", None).await {
             Lookup::Stale(entry) => assert!(entry.ttl_secs(Instant::now()) <= -29),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn an_invalidation_during_a_fetch_wins() {
+        let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
+        let before = cache.generation("img");
+        cache.invalidate("img").await;
+        assert!(!cache.store("img", ready("{}"), None, before).await);
+        assert!(matches!(cache.lookup("img", None).await, Lookup::Miss));
+        let before = cache.generation("img");
+        cache.purge_all().await;
+        assert!(!cache.store("img", ready("{}"), None, before).await);
+        assert!(store(&cache, "img", ready("{}"), None).await);
+    }
+
+    #[tokio::test]
+    async fn one_tenants_404_neither_evicts_nor_hides_anothers_image() {
+        let cache = ImageCache::new(
+            &Config {
+                negative_ttl: Duration::from_secs(30),
+                ..config(AuthMode::PerCredential)
+            },
+            |_| {},
+        );
+        let (a, b) = fingerprints();
+        store(&cache, "img", ready("{}"), Some(a)).await;
+        assert!(!cache.invalidate_for("img", Some(b)).await);
+        let not_found = NewEntry {
+            kind: EntryKind::NotFound,
+            status: StatusCode::NOT_FOUND,
+            ..ready("{}")
+        };
+        assert!(!store(&cache, "img", not_found, Some(b)).await);
+        assert!(matches!(
+            cache.lookup("img", Some(a)).await,
+            Lookup::Fresh(_)
+        ));
+        assert!(cache.invalidate_for("img", Some(a)).await);
+    }
+
+    #[tokio::test]
+    async fn a_404_is_only_shared_with_its_credential_even_in_shared_mode() {
+        let cache = ImageCache::new(
+            &Config {
+                negative_ttl: Duration::from_secs(30),
+                ..config(AuthMode::Shared)
+            },
+            |_| {},
+        );
+        let (a, b) = fingerprints();
+        let not_found = NewEntry {
+            kind: EntryKind::NotFound,
+            status: StatusCode::NOT_FOUND,
+            ..ready("{}")
+        };
+        store(&cache, "img", not_found, Some(b)).await;
+        assert!(matches!(
+            cache.lookup("img", Some(b)).await,
+            Lookup::Fresh(_)
+        ));
+        assert!(matches!(cache.lookup("img", Some(a)).await, Lookup::Miss));
+        assert!(matches!(cache.lookup("img", None).await, Lookup::Miss));
     }
 
     #[tokio::test]
@@ -402,9 +523,10 @@ mod tests {
                 http::header::AUTHORIZATION,
                 HeaderValue::from_str(&format!("Bearer {i}")).unwrap(),
             );
-            let entry = cache
-                .store("img", ready("{}"), hasher.fingerprint(&h))
-                .await;
+            store(&cache, "img", ready("{}"), hasher.fingerprint(&h)).await;
+            let Lookup::Fresh(entry) = cache.lookup("img", hasher.fingerprint(&h)).await else {
+                panic!("the newest grant is kept")
+            };
             assert!(entry.grants.len() <= MAX_GRANTS_PER_ENTRY);
         }
     }

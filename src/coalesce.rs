@@ -50,6 +50,7 @@ pub enum Joined<K: Hash + Eq + Clone, V> {
 /// The leader's handle: publishes the flight's result and ends the flight.
 pub struct Publisher<K: Hash + Eq + Clone, V> {
     coalescer: Arc<Coalescer<K, V>>,
+    flight: Arc<Flight<V>>,
     key: K,
     sender: Option<watch::Sender<Option<Arc<V>>>>,
 }
@@ -102,16 +103,15 @@ impl<K: Hash + Eq + Clone, V> Coalescer<K, V> {
             }));
         }
         let (sender, receiver) = watch::channel(None);
-        flights.insert(
-            key.clone(),
-            Arc::new(Flight {
-                result: receiver.clone(),
-                waiters: AtomicUsize::new(0),
-            }),
-        );
+        let flight = Arc::new(Flight {
+            result: receiver.clone(),
+            waiters: AtomicUsize::new(0),
+        });
+        flights.insert(key.clone(), flight.clone());
         Ok(Joined::Leader(
             Publisher {
                 coalescer: self.clone(),
+                flight,
                 key,
                 sender: Some(sender),
             },
@@ -134,6 +134,11 @@ impl<K: Hash + Eq + Clone, V> Coalescer<K, V> {
 }
 
 impl<K: Hash + Eq + Clone, V> Publisher<K, V> {
+    /// Requests now waiting on this flight besides the leader.
+    pub fn waiters(&self) -> usize {
+        self.flight.waiters.load(Ordering::Relaxed)
+    }
+
     /// Ends the flight and wakes everyone in it with `value`. The flight leaves the map
     /// first, so a request arriving after this starts afresh (and normally hits the cache the
     /// leader has just filled).

@@ -34,6 +34,7 @@ pub mod cache;
 pub mod coalesce;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod outcome;
 pub mod proxy;
 pub mod route;

@@ -24,9 +24,10 @@ use tokio::sync::oneshot;
 
 use crate::auth::{CredentialHasher, Fingerprint};
 use crate::body::ProxyBody;
-use crate::cache::{EntryKind, ImageCache, Lookup, NewEntry};
+use crate::cache::{removal_cause_label, EntryKind, Generation, ImageCache, Lookup, NewEntry};
 use crate::coalesce::{Coalescer, Joined, Overloaded, Wait};
 use crate::config::{AuthMode, Config};
+use crate::metrics::{InvalidationReason, Metrics};
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::{classify, Route, IMAGES_PREFIX};
 use crate::upstream::{strip_hop_by_hop, BoxError, LimitedBody, Upstream, UpstreamError};
@@ -83,24 +84,48 @@ struct Oversized {
     deadline: Instant,
 }
 
+/// Request headers a fill passes upstream. A fill's answer is shared and may be stored, so
+/// nothing that could shape it for one caller (`Range`, `If-None-Match`, `Accept-Encoding`,
+/// `Expect`, a body's `Content-Length`) goes with it.
+const FILL_HEADERS: &[&str] = &[
+    "authorization",
+    "accept",
+    "accept-language",
+    "user-agent",
+    "x-request-id",
+    "x-client-request-id",
+    "x-client-trace-id",
+];
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// The proxy's shared state.
 pub struct Proxy {
     cache: ImageCache,
     flights: Arc<Coalescer<FlightKey, FlightResult>>,
     upstream: Upstream,
     hasher: CredentialHasher,
+    metrics: Arc<Metrics>,
     auth_mode: AuthMode,
     max_entry_size: usize,
     upstream_timeout: Duration,
 }
 
+/// One Image.Get answer before its cache headers are set: the response and what happened.
+type Answered = (Response<ProxyBody>, Outcome);
+
 impl Proxy {
-    pub fn new(config: &Config) -> Result<Arc<Proxy>, BoxError> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Proxy>, BoxError> {
+        let on_evict = {
+            let metrics = metrics.clone();
+            move |cause| metrics.evicted(removal_cause_label(cause))
+        };
         Ok(Arc::new(Proxy {
-            cache: ImageCache::new(config, |_| {}),
+            cache: ImageCache::new(config, on_evict),
             flights: Coalescer::new(config.max_waiters_per_key, config.max_waiters),
-            upstream: Upstream::new(config)?,
+            upstream: Upstream::new(config, metrics.clone())?,
             hasher: CredentialHasher::new_random()?,
+            metrics,
             auth_mode: config.auth_mode,
             max_entry_size: usize::try_from(config.max_entry_size).unwrap_or(usize::MAX),
             upstream_timeout: config.upstream_timeout,
@@ -111,26 +136,72 @@ impl Proxy {
         &self.cache
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Settles the gauges that are read at scrape time.
+    pub async fn refresh_gauges(&self) {
+        let (entries, size) = self.cache.usage().await;
+        self.metrics.set_current(
+            entries,
+            size,
+            self.flights.inflight(),
+            self.flights.waiters(),
+        );
+    }
+
     /// Answers one client request. Never fails: every problem becomes an API-shaped error.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+    /// The `Outcome` of an Image.Get request is turned into its headers, its metrics and its
+    /// log event here, and nowhere else.
+    pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        match classify(request.method(), target) {
+        let route = classify(request.method(), target);
+        let route_index = route_index(&route);
+        let route_label = route.as_str();
+        let (mut response, outcome) = match route {
             Route::ImageGet { id, head } => {
                 let id: Arc<str> = Arc::from(id);
                 let (parts, _) = request.into_parts();
-                self.image_get(parts, id, head).await
+                let (response, outcome) = self.image_get(parts, id, head).await;
+                (response, Some(outcome))
             }
-            Route::ImageMutation { id } => self.forward(request, Some(id)).await,
-            Route::Passthrough => self.forward(request, None).await,
+            Route::ImageMutation { id } => {
+                ensure_request_id(request.headers_mut());
+                (self.forward(request, Some(id)).await, None)
+            }
+            Route::Passthrough => {
+                ensure_request_id(request.headers_mut());
+                (self.forward(request, None).await, None)
+            }
+        };
+        let elapsed = started.elapsed();
+        self.metrics.request(route_index, outcome.as_ref(), elapsed);
+        if let Some(outcome) = &outcome {
+            response
+                .headers_mut()
+                .insert(X_CACHE.clone(), outcome.result.x_cache());
+            response
+                .headers_mut()
+                .insert(CACHE_STATUS.clone(), outcome.cache_status());
         }
+        tracing::debug!(
+            route = route_label,
+            result = outcome.as_ref().map_or("none", |o| o.result.as_str()),
+            status = response.status().as_u16(),
+            elapsed_us = elapsed.as_micros() as u64,
+            "request"
+        );
+        response
     }
 
     async fn image_get(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         parts: request::Parts,
         id: Arc<str>,
         head: bool,
-    ) -> Response<ProxyBody> {
+    ) -> Answered {
         let deadline = self.upstream.deadline();
         let who = self.hasher.fingerprint(&parts.headers);
         let forward = if self.auth_mode == AuthMode::PerCredential && who.is_none() {
@@ -142,7 +213,7 @@ impl Proxy {
         };
         if forward == Forward::Miss {
             if let Lookup::Fresh(entry) = self.cache.lookup(&id, who).await {
-                return hit_response(&entry, head);
+                return hit(&entry, head);
             }
         }
         let result = match forward {
@@ -156,95 +227,109 @@ impl Proxy {
                 AuthMode::Shared => None,
             },
         };
-        let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
-        headers.remove(HOST);
+        let headers = fill_headers(&parts.headers);
 
         let mut last_error = UpstreamError::Connect("the upstream fetch was abandoned".into());
         for round in 1..=MAX_FLIGHT_ROUNDS {
+            let last_round = round == MAX_FLIGHT_ROUNDS;
+            let mut outcome = Outcome::forwarded(result, forward);
             let (subscription, mut oversized) = match self.flights.join(key.clone()) {
-                Err(over) => return overloaded_response(over, result, forward),
+                Err(over) => return (overloaded_response(over), outcome),
                 Ok(Joined::Waiter(subscription)) => (subscription, None),
                 Ok(Joined::Leader(publisher, subscription)) => {
                     if forward == Forward::Miss {
                         if let Lookup::Fresh(entry) = self.cache.lookup(&id, who).await {
                             publisher.publish(FlightResult::Cached(entry.clone()));
-                            return hit_response(&entry, head);
+                            return hit(&entry, head);
                         }
                     }
                     let (hand_over, oversized) = oneshot::channel();
                     let fetch =
                         self.clone()
                             .fetch(id.clone(), headers.clone(), who, deadline, hand_over);
-                    tokio::spawn(async move { publisher.publish(fetch.await) });
+                    tokio::spawn(async move {
+                        let result = fetch.await;
+                        tracing::debug!(waiters = publisher.waiters(), "flight done");
+                        publisher.publish(result)
+                    });
                     (subscription, Some(oversized))
                 }
             };
-            let coalesced = subscription.is_waiter();
+            outcome.coalesced = subscription.is_waiter();
             let shared = match subscription.wait(deadline).await {
                 Wait::Done(shared) => shared,
                 Wait::Abandoned => continue,
                 Wait::TimedOut => {
                     let err = UpstreamError::Timeout(self.upstream_timeout);
-                    return self
-                        .failed(&id, who, err, result, forward, coalesced, head)
-                        .await;
+                    return self.failed(&id, who, err, outcome).await;
                 }
             };
-            let mut outcome = Outcome::forwarded(result, forward);
-            outcome.coalesced = coalesced;
             match &*shared {
-                FlightResult::Cached(entry) => return hit_response(entry, head),
+                FlightResult::Cached(entry) => {
+                    // A caller that asked for a fresh answer does not take the cached one.
+                    if forward == Forward::Request && !last_round {
+                        continue;
+                    }
+                    return hit(entry, head);
+                }
                 FlightResult::Answer(answer) => {
-                    // In shared mode only a 200 is everyone's; another status belongs to the
-                    // credential it was given to.
-                    if self.auth_mode == AuthMode::Shared
-                        && answer.status != StatusCode::OK
-                        && answer.fetched_by != who
-                        && round < MAX_FLIGHT_ROUNDS
-                    {
+                    if !self.may_share(answer, who) {
+                        if last_round {
+                            return self
+                                .fetch_alone(&id, headers, outcome, deadline, head)
+                                .await;
+                        }
                         continue;
                     }
                     if answer.status.is_server_error() {
-                        if let Some(stale) = self
-                            .stale_response(&id, who, Some(answer.status), head)
-                            .await
-                        {
+                        if let Some(stale) = self.stale(&id, who, Some(answer.status), head).await {
                             return stale;
                         }
                     }
                     outcome.upstream_status = Some(answer.status.as_u16());
                     outcome.stored = answer.stored;
-                    return answer_response(answer, &outcome, head);
+                    return (answer_response(answer, outcome.coalesced, head), outcome);
                 }
                 FlightResult::Failed(err) => {
-                    if coalesced && round < MAX_FLIGHT_ROUNDS {
-                        if let Some(stale) = self.stale_response(&id, who, None, head).await {
+                    if outcome.coalesced && !last_round {
+                        if let Some(stale) = self.stale(&id, who, None, head).await {
                             return stale;
                         }
                         last_error = err.clone();
                         continue;
                     }
-                    return self
-                        .failed(&id, who, err.clone(), result, forward, coalesced, head)
-                        .await;
+                    return self.failed(&id, who, err.clone(), outcome).await;
                 }
                 FlightResult::TooLarge => {
                     return match oversized.take() {
                         Some(receiver) => match receiver.await {
-                            Ok(big) => oversized_response(big, &outcome, self.upstream_timeout),
-                            Err(_) => error_response(
-                                &UpstreamError::Body("the oversized answer was lost".into()),
-                                Some(&outcome),
-                            ),
+                            Ok(big) => (self.oversized_response(big, head), outcome),
+                            Err(_) => {
+                                let err =
+                                    UpstreamError::Body("the oversized answer was lost".into());
+                                (error_response(&err), outcome)
+                            }
                         },
-                        None => self.fetch_alone(&id, headers, outcome, deadline).await,
+                        None => {
+                            self.fetch_alone(&id, headers, outcome, deadline, head)
+                                .await
+                        }
                     };
                 }
             }
         }
-        self.failed(&id, who, last_error, result, forward, false, head)
-            .await
+        let outcome = Outcome::forwarded(result, forward);
+        self.failed(&id, who, last_error, outcome).await
+    }
+
+    /// Whether `who` may be given a flight's answer. In shared mode a 200 is everyone's, and
+    /// so is an outage (5xx, 429); any other status belongs to the credential it was given to.
+    fn may_share(&self, answer: &Answer, who: Option<Fingerprint>) -> bool {
+        self.auth_mode == AuthMode::PerCredential
+            || answer.fetched_by == who
+            || answer.status == StatusCode::OK
+            || answer.status == StatusCode::TOO_MANY_REQUESTS
+            || answer.status.is_server_error()
     }
 
     /// The leader's fetch: one upstream GET, its effect on the cache, and the result every
@@ -258,6 +343,11 @@ impl Proxy {
         hand_over: oneshot::Sender<Oversized>,
     ) -> FlightResult {
         let started = Instant::now();
+        let request_id = headers
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let result = self
             .fetch_from_upstream(&id, headers, who, deadline, hand_over)
             .await;
@@ -265,6 +355,7 @@ impl Proxy {
         match &result {
             FlightResult::Answer(answer) => tracing::info!(
                 route = "image_get",
+                request_id,
                 status = answer.status.as_u16(),
                 stored = answer.stored,
                 elapsed_ms,
@@ -272,6 +363,7 @@ impl Proxy {
             ),
             FlightResult::Failed(err) => tracing::info!(
                 route = "image_get",
+                request_id,
                 error = %err,
                 kind = err.kind(),
                 elapsed_ms,
@@ -279,6 +371,7 @@ impl Proxy {
             ),
             FlightResult::TooLarge => tracing::info!(
                 route = "image_get",
+                request_id,
                 elapsed_ms,
                 "upstream answer too large to cache; streamed through"
             ),
@@ -295,11 +388,12 @@ impl Proxy {
         deadline: Instant,
         hand_over: oneshot::Sender<Oversized>,
     ) -> FlightResult {
+        let generation = self.cache.generation(id);
         let request = match self.image_request(id, headers) {
             Ok(request) => request,
             Err(err) => return FlightResult::Failed(err),
         };
-        let response = match self.upstream.send(request, deadline).await {
+        let response = match self.upstream.send(request, deadline, "image_get").await {
             Ok(response) => response,
             Err(err) => return FlightResult::Failed(err),
         };
@@ -325,7 +419,7 @@ impl Proxy {
             Ok(LimitedBody::Complete(body)) => body,
         };
         let stored = self
-            .apply_to_cache(id, &head, &body, who, received_at)
+            .apply_to_cache(id, &head, &body, who, received_at, generation)
             .await;
         FlightResult::Answer(Answer {
             status: head.status,
@@ -360,19 +454,16 @@ impl Proxy {
         body: &Bytes,
         who: Option<Fingerprint>,
         received_at: Instant,
+        mut generation: Generation,
     ) -> bool {
-        // Without a credential an entry could never be served in per-credential mode.
-        let storable = self.auth_mode == AuthMode::Shared || who.is_some();
         let kind = match head.status {
             StatusCode::OK => match image_state(body) {
                 Some(state) if state.id.as_deref() == Some(id) => {
                     if state.status.as_deref() == Some("READY") {
                         EntryKind::Ready
                     } else {
-                        let reason = invalidation_reason(state.status.as_deref());
-                        if self.cache.invalidate(id).await {
-                            tracing::info!(reason, "image invalidated by its status");
-                        }
+                        let reason = InvalidationReason::for_status(state.status.as_deref());
+                        self.invalidate_for(id, who, reason).await;
                         return false;
                     }
                 }
@@ -381,8 +472,12 @@ impl Proxy {
                 _ => return false,
             },
             StatusCode::NOT_FOUND => {
-                if self.cache.invalidate(id).await {
-                    tracing::info!(reason = "not_found", "image invalidated by a 404");
+                if self
+                    .invalidate_for(id, who, InvalidationReason::NotFound)
+                    .await
+                {
+                    // Our own invalidation must not stop us storing the 404 that caused it.
+                    generation = self.cache.generation(id);
                 }
                 if !self.cache.stores_not_found() {
                     return false;
@@ -391,7 +486,8 @@ impl Proxy {
             }
             _ => return false,
         };
-        if !storable {
+        // Without a credential an entry could never be served in per-credential mode.
+        if self.auth_mode == AuthMode::PerCredential && who.is_none() {
             return false;
         }
         let entry = NewEntry {
@@ -401,78 +497,116 @@ impl Proxy {
             body: body.clone(),
             received_at,
         };
-        self.cache.store(id, entry, who).await;
-        true
+        self.cache.store(id, entry, who, generation).await
+    }
+
+    async fn invalidate_for(
+        &self,
+        id: &str,
+        who: Option<Fingerprint>,
+        reason: InvalidationReason,
+    ) -> bool {
+        let dropped = self.cache.invalidate_for(id, who).await;
+        if dropped {
+            self.metrics.invalidated(reason, 1);
+            tracing::info!(reason = reason.as_str(), "image invalidated");
+        }
+        dropped
+    }
+
+    /// Drops an image on the proxy's own authority (a mutation or a purge).
+    pub async fn invalidate(&self, id: &str, reason: InvalidationReason) -> bool {
+        let dropped = self.cache.invalidate(id).await;
+        if dropped {
+            self.metrics.invalidated(reason, 1);
+        }
+        dropped
+    }
+
+    /// Drops every entry (an admin purge); returns how many there were.
+    pub async fn purge_all(&self) -> u64 {
+        let purged = self.cache.purge_all().await;
+        self.metrics.invalidated(InvalidationReason::Purge, purged);
+        purged
     }
 
     /// Serves the stale entry if the upstream failed and this caller may have it.
-    async fn stale_response(
+    async fn stale(
         &self,
         id: &str,
         who: Option<Fingerprint>,
         upstream_status: Option<StatusCode>,
         head: bool,
-    ) -> Option<Response<ProxyBody>> {
+    ) -> Option<Answered> {
         match self.cache.lookup(id, who).await {
             Lookup::Stale(entry) => {
                 let now = Instant::now();
                 let mut outcome = Outcome::forwarded(CacheResult::Stale, Forward::Stale);
                 outcome.upstream_status = upstream_status.map(|s| s.as_u16());
                 outcome.ttl = Some(entry.ttl_secs(now));
-                Some(entry_response(&entry, &outcome, head, now))
+                Some((entry_response(&entry, head, now), outcome))
             }
             // Someone refreshed it meanwhile.
-            Lookup::Fresh(entry) => Some(hit_response(&entry, head)),
+            Lookup::Fresh(entry) => Some(hit(&entry, head)),
             Lookup::Miss => None,
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn failed(
         &self,
         id: &str,
         who: Option<Fingerprint>,
         err: UpstreamError,
-        result: CacheResult,
-        forward: Forward,
-        coalesced: bool,
-        head: bool,
-    ) -> Response<ProxyBody> {
-        if let Some(stale) = self.stale_response(id, who, None, head).await {
+        outcome: Outcome,
+    ) -> Answered {
+        let head = false;
+        if let Some(stale) = self.stale(id, who, None, head).await {
             return stale;
         }
-        let mut outcome = Outcome::forwarded(result, forward);
-        outcome.coalesced = coalesced;
         tracing::info!(route = "image_get", error = %err, kind = err.kind(), "answered with an error");
-        error_response(&err, Some(&outcome))
+        (error_response(&err), outcome)
     }
 
-    /// A request that was in a flight whose answer was too big to share fetches by itself.
+    /// Fetches by itself, streamed and uncached: for a request whose flight's answer was too
+    /// big to share, or belonged to another credential.
     async fn fetch_alone(
         &self,
         id: &str,
         headers: HeaderMap,
-        outcome: Outcome,
+        mut outcome: Outcome,
         deadline: Instant,
-    ) -> Response<ProxyBody> {
+        head: bool,
+    ) -> Answered {
         let request = match self.image_request(id, headers) {
             Ok(request) => request,
-            Err(err) => return error_response(&err, Some(&outcome)),
+            Err(err) => return (error_response(&err), outcome),
         };
-        match self.upstream.send(request, deadline).await {
-            Err(err) => error_response(&err, Some(&outcome)),
+        match self.upstream.send(request, deadline, "image_get").await {
+            Err(err) => (error_response(&err), outcome),
             Ok(response) => {
-                let (mut head, rest) = response.into_parts();
-                strip_hop_by_hop(&mut head.headers);
+                let (mut head_parts, rest) = response.into_parts();
+                strip_hop_by_hop(&mut head_parts.headers);
+                outcome.upstream_status = Some(head_parts.status.as_u16());
                 let big = Oversized {
-                    head,
+                    head: head_parts,
                     prefix: Bytes::new(),
                     rest,
                     deadline,
                 };
-                oversized_response(big, &outcome, self.upstream_timeout)
+                (self.oversized_response(big, head), outcome)
             }
         }
+    }
+
+    fn oversized_response(&self, big: Oversized, head: bool) -> Response<ProxyBody> {
+        let mut parts = big.head;
+        parts.version = Version::default();
+        let body = if head {
+            ProxyBody::empty()
+        } else {
+            self.upstream.stream(big.prefix, big.rest, big.deadline)
+        };
+        Response::from_parts(parts, body)
     }
 
     /// Passes a request through, streamed both ways. Mutations invalidate their image
@@ -484,8 +618,13 @@ impl Proxy {
         mutated: Option<String>,
     ) -> Response<ProxyBody> {
         let deadline = self.upstream.deadline();
+        let route = if mutated.is_some() {
+            "image_mutation"
+        } else {
+            "passthrough"
+        };
         if let Some(id) = &mutated {
-            self.cache.invalidate(id).await;
+            self.invalidate(id, InvalidationReason::Mutation).await;
         }
         let (mut parts, body) = request.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -501,32 +640,86 @@ impl Proxy {
         };
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(HOST);
+        let request_id = parts
+            .headers
+            .get(&X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         let mut upstream_request = Request::new(body.map_err(BoxError::from).boxed());
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = parts.headers;
-        let result = self.upstream.send(upstream_request, deadline).await;
+        let started = Instant::now();
+        let result = self.upstream.send(upstream_request, deadline, route).await;
         if let Some(id) = &mutated {
-            if self.cache.invalidate(id).await {
-                tracing::info!(reason = "mutation", "image invalidated by a mutation");
-            }
+            self.invalidate(id, InvalidationReason::Mutation).await;
         }
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
             Err(err) => {
-                tracing::info!(route = "passthrough", error = %err, kind = err.kind(), "upstream request failed");
-                error_response(&err, None)
+                tracing::info!(route, request_id, error = %err, kind = err.kind(), elapsed_ms, "upstream request failed");
+                error_response(&err)
             }
             Ok(response) => {
+                tracing::info!(
+                    route,
+                    request_id,
+                    status = response.status().as_u16(),
+                    elapsed_ms,
+                    "upstream request"
+                );
                 let (mut head, body) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 head.version = Version::default();
-                Response::from_parts(
-                    head,
-                    ProxyBody::upstream(None, body, deadline, self.upstream_timeout),
-                )
+                Response::from_parts(head, self.upstream.stream(Bytes::new(), body, deadline))
             }
         }
     }
+}
+
+fn route_index(route: &Route<'_>) -> usize {
+    match route {
+        Route::ImageGet { .. } => 0,
+        Route::ImageMutation { .. } => 1,
+        Route::Passthrough => 2,
+    }
+}
+
+/// Gives the request an `x-request-id` if it has none, so that the upstream's logs and ours
+/// can be joined.
+fn ensure_request_id(headers: &mut HeaderMap) {
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), new_request_id());
+    }
+}
+
+/// A random UUID (version 4).
+fn new_request_id() -> HeaderValue {
+    let bits: u128 = rand::random();
+    let bits = (bits & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{bits:032x}");
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    );
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// The headers a fill sends upstream: an allow-list, plus a request ID.
+fn fill_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut fill = HeaderMap::with_capacity(FILL_HEADERS.len() + 1);
+    for name in FILL_HEADERS {
+        for value in headers.get_all(*name) {
+            fill.append(*name, value.clone());
+        }
+    }
+    ensure_request_id(&mut fill);
+    fill
 }
 
 /// The fields of an image body that decide whether it is cached.
@@ -542,17 +735,6 @@ struct ImageState<'a> {
 /// `status`.
 fn image_state(body: &[u8]) -> Option<ImageState<'_>> {
     serde_json::from_slice(body).ok()
-}
-
-/// The invalidation reason (metric label) for a non-READY status.
-pub fn invalidation_reason(status: Option<&str>) -> &'static str {
-    match status {
-        Some("CREATING") => "creating",
-        Some("UPDATING") => "updating",
-        Some("DELETING") => "deleting",
-        Some("ERROR") => "error",
-        _ => "unspecified",
-    }
 }
 
 fn wants_no_cache(headers: &HeaderMap) -> bool {
@@ -574,70 +756,47 @@ fn replayable(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
-fn hit_response(entry: &crate::cache::Entry, head: bool) -> Response<ProxyBody> {
+fn hit(entry: &crate::cache::Entry, head: bool) -> Answered {
     let now = Instant::now();
-    entry_response(entry, &Outcome::hit(entry.ttl_secs(now)), head, now)
+    (
+        entry_response(entry, head, now),
+        Outcome::hit(entry.ttl_secs(now)),
+    )
 }
 
-fn entry_response(
-    entry: &crate::cache::Entry,
-    outcome: &Outcome,
-    head: bool,
-    now: Instant,
-) -> Response<ProxyBody> {
-    let mut response = with_body(entry.body.clone(), head);
+fn entry_response(entry: &crate::cache::Entry, head: bool, now: Instant) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
     *response.status_mut() = entry.status;
     let headers = response.headers_mut();
     for (name, value) in &entry.headers {
         headers.append(name, value.clone());
     }
     headers.insert(AGE, HeaderValue::from(entry.age(now).as_secs()));
-    set_cache_headers(headers, outcome);
-    response
+    with_body(response, entry.body.clone(), head)
 }
 
-fn answer_response(answer: &Answer, outcome: &Outcome, head: bool) -> Response<ProxyBody> {
-    let mut response = with_body(answer.body.clone(), head);
+fn answer_response(answer: &Answer, coalesced: bool, head: bool) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::empty());
     *response.status_mut() = answer.status;
     // A waiter did not make this exchange: it gets no other request's IDs or cookies.
-    *response.headers_mut() = if outcome.coalesced {
+    *response.headers_mut() = if coalesced {
         replayable(&answer.headers)
     } else {
-        let mut all = answer.headers.clone();
-        all.remove(CONTENT_LENGTH);
-        all
+        answer.headers.clone()
     };
-    set_cache_headers(response.headers_mut(), outcome);
+    with_body(response, answer.body.clone(), head)
+}
+
+/// Puts `body` in the response, or for HEAD no body but the `Content-Length` a GET would
+/// have.
+fn with_body(mut response: Response<ProxyBody>, body: Bytes, head: bool) -> Response<ProxyBody> {
     response
-}
-
-fn oversized_response(big: Oversized, outcome: &Outcome, timeout: Duration) -> Response<ProxyBody> {
-    let mut head = big.head;
-    head.version = Version::default();
-    set_cache_headers(&mut head.headers, outcome);
-    let prefix = (!big.prefix.is_empty()).then_some(big.prefix);
-    Response::from_parts(
-        head,
-        ProxyBody::upstream(prefix, big.rest, big.deadline, timeout),
-    )
-}
-
-/// A response with `body`, or for HEAD none but the `Content-Length` a GET would have.
-fn with_body(body: Bytes, head: bool) -> Response<ProxyBody> {
-    if head {
-        let mut response = Response::new(ProxyBody::empty());
-        response
-            .headers_mut()
-            .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        response
-    } else {
-        Response::new(ProxyBody::full(body))
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    if !head {
+        *response.body_mut() = ProxyBody::full(body);
     }
-}
-
-fn set_cache_headers(headers: &mut HeaderMap, outcome: &Outcome) {
-    headers.insert(X_CACHE.clone(), outcome.result.x_cache());
-    headers.insert(CACHE_STATUS.clone(), outcome.cache_status());
+    response
 }
 
 /// An error made by the proxy itself, in the API's own shape.
@@ -651,20 +810,12 @@ pub fn api_error(status: StatusCode, code: u32, message: &str) -> Response<Proxy
     response
 }
 
-fn error_response(err: &UpstreamError, outcome: Option<&Outcome>) -> Response<ProxyBody> {
+fn error_response(err: &UpstreamError) -> Response<ProxyBody> {
     let (status, code) = err.status_and_code();
-    let mut response = api_error(status, code, &err.to_string());
-    if let Some(outcome) = outcome {
-        set_cache_headers(response.headers_mut(), outcome);
-    }
-    response
+    api_error(status, code, &err.to_string())
 }
 
-fn overloaded_response(
-    over: Overloaded,
-    result: CacheResult,
-    forward: Forward,
-) -> Response<ProxyBody> {
+fn overloaded_response(over: Overloaded) -> Response<ProxyBody> {
     let message = match over {
         Overloaded::PerKey => "too many requests are waiting for this image; retry shortly",
         Overloaded::Total => "too many requests are waiting for the upstream; retry shortly",
@@ -673,7 +824,6 @@ fn overloaded_response(
     response
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    set_cache_headers(response.headers_mut(), &Outcome::forwarded(result, forward));
     response
 }
 

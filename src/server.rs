@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::admin::Admin;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
 
@@ -36,7 +37,8 @@ pub async fn run(
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
-    let proxy = Proxy::new(&config)?;
+    let metrics = Arc::new(Metrics::new(config.max_capacity)?);
+    let proxy = Proxy::new(&config, metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin = Admin::new(proxy.clone(), ready.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -77,31 +79,55 @@ pub async fn run(
             }
             accepted = admin_listener.accept() => {
                 let Some(stream) = accepted_stream(accepted).await else { continue };
-                let admin = admin.clone();
-                let service = service_fn(move |request| {
-                    let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(request).await) }
-                });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                // Admin connections are not drained: they must keep answering during the drain.
+                tokio::spawn(serve_admin(&builder, stream, &admin));
             }
         }
     }
 
+    // Stop taking clients, but keep answering the admin listener while in-flight requests
+    // finish, so that probes see /readyz turn 503 rather than a refused connection.
     ready.store(false, Ordering::Relaxed);
     drop(listener);
-    drop(admin_listener);
     tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down: draining in-flight requests");
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
-        _ = tokio::time::sleep(config.shutdown_grace) => {
-            tracing::warn!("grace period over; closing the remaining connections");
+    let drained = graceful.shutdown();
+    let grace_over = tokio::time::sleep(config.shutdown_grace);
+    tokio::pin!(drained, grace_over);
+    loop {
+        tokio::select! {
+            _ = &mut drained => {
+                tracing::info!("all connections closed");
+                break;
+            }
+            _ = &mut grace_over => {
+                tracing::warn!("grace period over; closing the remaining connections");
+                break;
+            }
+            accepted = admin_listener.accept() => {
+                let Some(stream) = accepted_stream(accepted).await else { continue };
+                tokio::spawn(serve_admin(&builder, stream, &admin));
+            }
         }
     }
     Ok(())
+}
+
+fn serve_admin(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: tokio::net::TcpStream,
+    admin: &Arc<Admin>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let admin = admin.clone();
+    let service = service_fn(move |request| {
+        let admin = admin.clone();
+        async move { Ok::<_, Infallible>(admin.handle(request).await) }
+    });
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .into_owned();
+    async move {
+        let _ = connection.await;
+    }
 }
 
 fn local(listener: &TcpListener) -> String {

@@ -7,6 +7,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -19,7 +20,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::ProxyBody;
 use crate::config::{Config, UpstreamUrl};
+use crate::metrics::Metrics;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -94,6 +97,7 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, RequestBody>,
     base: UpstreamUrl,
     timeout: Duration,
+    metrics: Arc<Metrics>,
 }
 
 /// The client could not be built.
@@ -109,7 +113,7 @@ impl fmt::Display for SetupError {
 impl StdError for SetupError {}
 
 impl Upstream {
-    pub fn new(config: &Config) -> Result<Upstream, SetupError> {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Upstream, SetupError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -131,6 +135,7 @@ impl Upstream {
             client,
             base: config.upstream.clone(),
             timeout: config.upstream_timeout,
+            metrics,
         })
     }
 
@@ -156,21 +161,52 @@ impl Upstream {
             .build()
     }
 
-    /// Sends a request and waits for the response head until `deadline`.
+    /// Sends a request for `route` and waits for the response head until `deadline`. Every
+    /// exchange is counted here: an answer by its status, a failure by its kind.
     pub async fn send(
         &self,
         request: Request<RequestBody>,
         deadline: Instant,
+        route: &'static str,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout_at(deadline.into(), self.client.request(request)).await {
-            Err(_) => Err(UpstreamError::Timeout(self.timeout)),
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(classify_client_error(&e)),
+        let started = Instant::now();
+        let result =
+            match tokio::time::timeout_at(deadline.into(), self.client.request(request)).await {
+                Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(e)) => Err(classify_client_error(&e)),
+            };
+        match &result {
+            Ok(response) => {
+                self.metrics
+                    .upstream_answered(route, response.status().as_u16(), started.elapsed())
+            }
+            Err(err) => self.metrics.upstream_failed(err.kind()),
         }
+        result
+    }
+
+    /// Streams an upstream body to a client after `prefix`, under the exchange's deadline;
+    /// a failure part-way is counted like any other.
+    pub fn stream(&self, prefix: Bytes, body: Incoming, deadline: Instant) -> ProxyBody {
+        ProxyBody::upstream(prefix, body, deadline, self.timeout, self.metrics.clone())
     }
 
     /// Reads `body` until it ends, `limit` bytes are exceeded, or `deadline` passes.
     pub async fn read_limited(
+        &self,
+        body: Incoming,
+        limit: usize,
+        deadline: Instant,
+    ) -> Result<LimitedBody, UpstreamError> {
+        let result = self.read_limited_uncounted(body, limit, deadline).await;
+        if let Err(err) = &result {
+            self.metrics.upstream_failed(err.kind());
+        }
+        result
+    }
+
+    async fn read_limited_uncounted(
         &self,
         mut body: Incoming,
         limit: usize,

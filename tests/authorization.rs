@@ -111,3 +111,77 @@ async fn shared_mode_keeps_a_refusal_to_its_own_credential() {
     assert_eq!(alice.status, StatusCode::OK, "Alice must not get Bob's 403");
     assert_eq!(h.sim.image_get_count(IMG), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_mode_never_hands_a_caller_anothers_refusal_even_after_many_rounds() {
+    let h = Arc::new(Harness::with_config(shared_config()).await);
+    h.sim.set_fault(
+        FaultScope::All,
+        Fault::Delay(Duration::from_millis(300)),
+        None,
+    );
+    let mut forged = Vec::new();
+    for i in 0..60 {
+        let h = h.clone();
+        forged.push(tokio::spawn(async move {
+            h.get(IMG, Some(&format!("t1.forged-{i}"))).await
+        }));
+    }
+    h.until_upstream_saw(1).await;
+    let alice = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(alice.status, StatusCode::OK, "{:?}", alice.body);
+    assert_eq!(alice.json()["id"], IMG);
+    for task in forged {
+        assert_eq!(task.await.unwrap().status, StatusCode::UNAUTHORIZED);
+    }
+}
+
+#[tokio::test]
+async fn a_cached_404_belongs_to_its_credential_even_in_shared_mode() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        negative_ttl: Duration::from_secs(30),
+        ..shared_config()
+    })
+    .await;
+    // The upstream hides images of other folders behind a 404.
+    h.sim.set_hide_forbidden_as_not_found(true);
+    assert_eq!(h.get(IMG, Some(BOB)).await.status, StatusCode::NOT_FOUND);
+    let bob_again = h.get(IMG, Some(BOB)).await;
+    assert_eq!(bob_again.status, StatusCode::NOT_FOUND);
+    assert_eq!(bob_again.x_cache(), "HIT");
+    let alice = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(alice.status, StatusCode::OK, "Bob's 404 is not Alice's");
+    assert_eq!(alice.x_cache(), "MISS");
+    assert_eq!(
+        h.get(IMG, None).await.x_cache(),
+        "HIT",
+        "the READY image is shared"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn another_tenants_404_does_not_evict_an_image() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        negative_ttl: Duration::from_secs(30),
+        ..test_config()
+    })
+    .await;
+    h.sim.set_hide_forbidden_as_not_found(true);
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(
+        h.get(BOB_IMG, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    for _ in 0..2 {
+        assert_eq!(h.get(IMG, Some(BOB)).await.status, StatusCode::NOT_FOUND);
+    }
+    let alice = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(alice.status, StatusCode::OK);
+    assert_eq!(
+        alice.x_cache(),
+        "HIT",
+        "Bob's 404s neither evicted nor replaced it"
+    );
+    h.stop().await;
+}

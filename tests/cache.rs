@@ -384,3 +384,146 @@ async fn garbage_and_wrong_id_bodies_are_passed_on_but_not_cached() {
     }
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_races_a_mutation_does_not_bring_the_old_image_back() {
+    let h = std::sync::Arc::new(Harness::start().await);
+    // The GET's body drips slowly, so the PATCH lands while the fill is still reading it.
+    h.sim.set_fault(
+        FaultScope::Image(IMG.into()),
+        Fault::SlowDrip(Duration::from_millis(5)),
+        Some(1),
+    );
+    let fill = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
+    };
+    h.until_upstream_saw(1).await;
+    let patch = http::Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("http://{}{}", h.addr, image_path(IMG)))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            r#"{"updateMask":"name","name":"renamed"}"#,
+        )))
+        .unwrap();
+    assert_eq!(h.send(patch).await.status, StatusCode::OK);
+    let old = fill.await.unwrap();
+    assert_eq!(
+        old.json()["name"],
+        "ubuntu-24-04",
+        "the fill read the old image"
+    );
+    let next = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(next.x_cache(), "MISS", "the old image was not stored");
+    assert_eq!(next.json()["name"], "renamed");
+}
+
+#[tokio::test]
+async fn head_on_a_miss_has_the_content_length_of_the_get() {
+    let h = Harness::start().await;
+    let head = h
+        .call(Method::HEAD, &image_path(IMG), Some(ALICE), &[])
+        .await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.x_cache(), "MISS");
+    assert!(head.body.is_empty());
+    let get = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(get.x_cache(), "HIT", "the HEAD miss filled the cache");
+    assert_eq!(
+        head.header("content-length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    assert_eq!(
+        h.sim.count("GET", &image_path(IMG)),
+        1,
+        "a HEAD miss is fetched with GET"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_body_on_image_get_is_not_sent_upstream() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start().await;
+    let mut stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+        image_path(IMG)
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered without waiting for the upstream timeout")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let seen = h.sim.recorded();
+    let fill = seen.last().unwrap();
+    assert!(fill.body.is_empty());
+    assert_eq!(fill.headers.get("content-length"), None);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_streamed_through_and_not_stored() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        max_entry_size: 64 * 1024,
+        ..test_config()
+    })
+    .await;
+    h.sim.set_fault(
+        FaultScope::Image(IMG.into()),
+        Fault::HugeBody(1024 * 1024),
+        None,
+    );
+    for _ in 0..2 {
+        let big = h.get(IMG, Some(ALICE)).await;
+        assert_eq!(big.status, StatusCode::OK);
+        assert_eq!(big.body.len(), 1024 * 1024);
+        assert_eq!(big.json()["id"], IMG);
+        assert_eq!(big.x_cache(), "MISS");
+        assert!(!big.header("cache-status").unwrap().contains("stored"));
+    }
+    assert_eq!(h.sim.image_get_count(IMG), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_cut_off_mid_way_is_a_502_and_not_cached() {
+    let h = Harness::start().await;
+    h.sim
+        .set_fault(FaultScope::Image(IMG.into()), Fault::ResetMidBody, Some(1));
+    let cut = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(cut.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(cut.json()["code"], 14);
+    let next = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(next.x_cache(), "MISS");
+    assert_eq!(next.json(), expected_body(&h.sim, IMG));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn stale_is_served_when_the_upstream_drops_the_connection() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        ttl: Duration::from_secs(1),
+        stale_if_error: Duration::from_secs(60),
+        ..test_config()
+    })
+    .await;
+    let fresh = h.get(IMG, Some(ALICE)).await;
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.sim.set_fault(FaultScope::All, Fault::Reset, None);
+    let stale = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(stale.status, StatusCode::OK);
+    assert_eq!(stale.x_cache(), "STALE");
+    assert_eq!(stale.body, fresh.body);
+    assert!(!stale.header("cache-status").unwrap().contains("fwd-status"));
+    assert_eq!(
+        h.get(IMG, Some(ALICE2)).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    h.sim.clear_faults();
+    h.stop().await;
+}

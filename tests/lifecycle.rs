@@ -247,6 +247,19 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .status()
         .unwrap()
         .success());
+    // While it drains, the admin listener still answers, and says it is not ready.
+    let mut not_ready = false;
+    for _ in 0..100 {
+        let probe = Request::get(format!("http://{admin}/readyz"))
+            .body(Default::default())
+            .unwrap();
+        if common::send(&client, probe).await.status == StatusCode::SERVICE_UNAVAILABLE {
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(not_ready, "/readyz turns 503 during the drain");
 
     let reply = in_flight.await.unwrap();
     assert_eq!(

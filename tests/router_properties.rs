@@ -39,12 +39,24 @@ fn target() -> impl Strategy<Value = String> {
     (prefix, prop::collection::vec(piece, 0..4)).prop_map(|(p, pieces)| p + &pieces.concat())
 }
 
+/// The cacheable shape, written independently of the router.
+fn cacheable() -> regex::Regex {
+    regex::Regex::new(r"^/baremetal/v1alpha/images/[a-z][a-z0-9]{0,63}$").unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(5000))]
 
     #[test]
     fn only_the_exact_shape_is_cacheable(method in method(), target in target()) {
-        if let Route::ImageGet { id, head } = classify(&method, &target) {
+        let get_like = method == Method::GET || method == Method::HEAD;
+        let route = classify(&method, &target);
+        prop_assert_eq!(
+            matches!(route, Route::ImageGet { .. }),
+            get_like && cacheable().is_match(&target),
+            "{} {}", method, target
+        );
+        if let Route::ImageGet { id, head } = route {
             prop_assert!(method == Method::GET || method == Method::HEAD);
             prop_assert_eq!(head, method == Method::HEAD);
             prop_assert_eq!(format!("{IMAGES_PREFIX}{id}"), target.clone());

@@ -1,0 +1,425 @@
+//! Prometheus metrics, on a registry of our own, served by the admin listener.
+//!
+//! Names and labels are part of the interface (the dashboard and the alert rules use them).
+//! No label takes its value from a request: routes, results, reasons, causes, kinds and
+//! status codes come from fixed sets. Counters that the hit path touches are resolved to
+//! their label children once, at start-up.
+
+use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::outcome::{CacheResult, Outcome};
+
+const PREFIX: &str = "baremetal_image_cache";
+
+/// From a cache hit (tens of microseconds) to a slow upstream (seconds).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The routes, as the `route` label spells them.
+pub const ROUTES: [&str; 3] = ["image_get", "image_mutation", "passthrough"];
+
+const RESULTS: [CacheResult; 4] = [
+    CacheResult::Hit,
+    CacheResult::Miss,
+    CacheResult::Stale,
+    CacheResult::Bypass,
+];
+
+/// Why an entry was dropped by the proxy (not by moka on its own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InvalidationReason {
+    Creating,
+    Updating,
+    Deleting,
+    Error,
+    Unspecified,
+    NotFound,
+    Mutation,
+    Purge,
+}
+
+impl InvalidationReason {
+    pub const ALL: [InvalidationReason; 8] = [
+        InvalidationReason::Creating,
+        InvalidationReason::Updating,
+        InvalidationReason::Deleting,
+        InvalidationReason::Error,
+        InvalidationReason::Unspecified,
+        InvalidationReason::NotFound,
+        InvalidationReason::Mutation,
+        InvalidationReason::Purge,
+    ];
+
+    /// The reason for an image body whose status is not READY.
+    pub fn for_status(status: Option<&str>) -> InvalidationReason {
+        match status {
+            Some("CREATING") => InvalidationReason::Creating,
+            Some("UPDATING") => InvalidationReason::Updating,
+            Some("DELETING") => InvalidationReason::Deleting,
+            Some("ERROR") => InvalidationReason::Error,
+            _ => InvalidationReason::Unspecified,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidationReason::Creating => "creating",
+            InvalidationReason::Updating => "updating",
+            InvalidationReason::Deleting => "deleting",
+            InvalidationReason::Error => "error",
+            InvalidationReason::Unspecified => "unspecified",
+            InvalidationReason::NotFound => "not_found",
+            InvalidationReason::Mutation => "mutation",
+            InvalidationReason::Purge => "purge",
+        }
+    }
+}
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: [IntCounter; 4],
+    coalesced: IntCounter,
+    invalidations: IntCounterVec,
+    evictions: IntCounterVec,
+    entries: IntGauge,
+    size_bytes: IntGauge,
+    capacity_bytes: IntGauge,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    /// `[route][result]`, resolved up front.
+    request_duration: Vec<[Histogram; 4]>,
+    inflight_fetches: IntGauge,
+    waiters: IntGauge,
+}
+
+fn name(short: &str) -> String {
+    format!("{PREFIX}_{short}")
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: T,
+) -> Result<T, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+impl Metrics {
+    /// A fresh registry with every metric, at zero, plus the process collector.
+    pub fn new(max_capacity: u64) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests_vec = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("requests_total"),
+                    "Image.Get requests by how they were answered",
+                ),
+                &["result"],
+            )?,
+        )?;
+        let requests = RESULTS.map(|r| requests_vec.with_label_values(&[r.as_str()]));
+        let coalesced = register(
+            &registry,
+            IntCounter::new(
+                name("coalesced_total"),
+                "Image.Get requests that joined another request's upstream fetch",
+            )?,
+        )?;
+        let invalidations = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("invalidations_total"),
+                    "Cache entries dropped by the proxy, by reason",
+                ),
+                &["reason"],
+            )?,
+        )?;
+        for reason in InvalidationReason::ALL {
+            invalidations.with_label_values(&[reason.as_str()]);
+        }
+        let evictions = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(name("evictions_total"), "Cache entries removed, by cause"),
+                &["cause"],
+            )?,
+        )?;
+        for cause in ["expired", "size", "replaced", "explicit"] {
+            evictions.with_label_values(&[cause]);
+        }
+        let entries = register(
+            &registry,
+            IntGauge::new(name("entries"), "Entries in the cache")?,
+        )?;
+        let size_bytes = register(
+            &registry,
+            IntGauge::new(name("size_bytes"), "Weighed size of the cache in bytes")?,
+        )?;
+        let capacity_bytes = register(
+            &registry,
+            IntGauge::new(
+                name("capacity_bytes"),
+                "The configured memory bound of the cache (--max-capacity)",
+            )?,
+        )?;
+        capacity_bytes.set(i64::try_from(max_capacity).unwrap_or(i64::MAX));
+        let upstream_requests = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("upstream_requests_total"),
+                    "Upstream requests answered, by route and HTTP status",
+                ),
+                &["route", "code"],
+            )?,
+        )?;
+        let upstream_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    name("upstream_request_duration_seconds"),
+                    "Time from sending an upstream request to its response head",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )?,
+        )?;
+        let upstream_errors = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("upstream_errors_total"),
+                    "Upstream exchanges that failed without an answer, by kind",
+                ),
+                &["kind"],
+            )?,
+        )?;
+        for kind in ["connect", "timeout", "tls", "body"] {
+            upstream_errors.with_label_values(&[kind]);
+        }
+        let request_duration_vec = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    name("request_duration_seconds"),
+                    "Time from a request's arrival to its response head, by route and result",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route", "result"],
+            )?,
+        )?;
+        let request_duration = ROUTES
+            .iter()
+            .map(|route| {
+                RESULTS.map(|r| request_duration_vec.with_label_values(&[route, r.as_str()]))
+            })
+            .collect();
+        let inflight_fetches = register(
+            &registry,
+            IntGauge::new(
+                name("inflight_fetches"),
+                "Image.Get upstream fetches in progress",
+            )?,
+        )?;
+        let waiters = register(
+            &registry,
+            IntGauge::new(
+                name("waiters"),
+                "Requests waiting for another request's fetch",
+            )?,
+        )?;
+        let build_info = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    name("build_info"),
+                    "Build information; the value is always 1",
+                ),
+                &["version"],
+            )?,
+        )?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        Ok(Metrics {
+            registry,
+            requests,
+            coalesced,
+            invalidations,
+            evictions,
+            entries,
+            size_bytes,
+            capacity_bytes,
+            upstream_requests,
+            upstream_duration,
+            upstream_errors,
+            request_duration,
+            inflight_fetches,
+            waiters,
+        })
+    }
+
+    /// Records one finished request: its route, its Image.Get outcome if it was one, and how
+    /// long it took to answer.
+    pub fn request(&self, route: usize, outcome: Option<&Outcome>, elapsed: Duration) {
+        let result = match outcome {
+            Some(outcome) => {
+                self.requests[result_index(outcome.result)].inc();
+                if outcome.coalesced {
+                    self.coalesced.inc();
+                }
+                outcome.result
+            }
+            // Requests that are not Image.Get never consult the cache.
+            None => CacheResult::Bypass,
+        };
+        if let Some(by_result) = self.request_duration.get(route) {
+            by_result[result_index(result)].observe(elapsed.as_secs_f64());
+        }
+    }
+
+    pub fn invalidated(&self, reason: InvalidationReason, entries: u64) {
+        if entries > 0 {
+            self.invalidations
+                .with_label_values(&[reason.as_str()])
+                .inc_by(entries);
+        }
+    }
+
+    pub fn evicted(&self, cause: &str) {
+        self.evictions.with_label_values(&[cause]).inc();
+    }
+
+    pub fn upstream_answered(&self, route: &str, status: u16, elapsed: Duration) {
+        self.upstream_requests
+            .with_label_values(&[route, status_label(status)])
+            .inc();
+        self.upstream_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn upstream_failed(&self, kind: &str) {
+        self.upstream_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Sets the gauges that are read off other parts at scrape time.
+    pub fn set_current(&self, entries: u64, size_bytes: u64, inflight: usize, waiters: usize) {
+        self.entries.set(i64::try_from(entries).unwrap_or(i64::MAX));
+        self.size_bytes
+            .set(i64::try_from(size_bytes).unwrap_or(i64::MAX));
+        self.inflight_fetches
+            .set(i64::try_from(inflight).unwrap_or(i64::MAX));
+        self.waiters.set(i64::try_from(waiters).unwrap_or(i64::MAX));
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<Vec<u8>, prometheus::Error> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+
+    /// The configured capacity, as exported.
+    pub fn capacity_bytes(&self) -> i64 {
+        self.capacity_bytes.get()
+    }
+}
+
+fn result_index(result: CacheResult) -> usize {
+    match result {
+        CacheResult::Hit => 0,
+        CacheResult::Miss => 1,
+        CacheResult::Stale => 2,
+        CacheResult::Bypass => 3,
+    }
+}
+
+/// The `code` label: the status as three digits, from a fixed set so that a broken upstream
+/// cannot create series at will.
+fn status_label(status: u16) -> &'static str {
+    const KNOWN: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (202, "202"),
+        (204, "204"),
+        (301, "301"),
+        (302, "302"),
+        (304, "304"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (409, "409"),
+        (412, "412"),
+        (413, "413"),
+        (429, "429"),
+        (499, "499"),
+        (500, "500"),
+        (501, "501"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    if let Some((_, label)) = KNOWN.iter().find(|(code, _)| *code == status) {
+        return label;
+    }
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exported_from_the_start() {
+        let metrics = Metrics::new(1024).unwrap();
+        let text = String::from_utf8(metrics.encode().unwrap()).unwrap();
+        for name in [
+            "baremetal_image_cache_requests_total{result=\"hit\"} 0",
+            "baremetal_image_cache_coalesced_total 0",
+            "baremetal_image_cache_invalidations_total{reason=\"purge\"} 0",
+            "baremetal_image_cache_evictions_total{cause=\"size\"} 0",
+            "baremetal_image_cache_entries 0",
+            "baremetal_image_cache_size_bytes 0",
+            "baremetal_image_cache_upstream_errors_total{kind=\"tls\"} 0",
+            "baremetal_image_cache_inflight_fetches 0",
+            "baremetal_image_cache_waiters 0",
+            "baremetal_image_cache_capacity_bytes 1024",
+            "baremetal_image_cache_build_info{version=",
+            "baremetal_image_cache_request_duration_seconds_bucket{result=\"hit\",route=\"image_get\",le=\"0.00001\"} 0",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+    }
+
+    #[test]
+    fn status_labels_come_from_a_fixed_set() {
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(999), "5xx");
+    }
+}
