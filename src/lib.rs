@@ -12,8 +12,8 @@
 //!                 ├──> cache      (moka: entries, freshness, grants, invalidation)
 //!                 ├──> coalesce   (one flight per key; leader task, waiters)
 //!                 ├──> upstream   (hyper-util client, rustls, timeouts, error mapping)
-//!                 └──> outcome    (hit | miss | stale | bypass -> headers and logs)
-//! admin ──> cache purges, health, readiness
+//!                 └──> outcome    (hit | miss | stale | bypass -> headers, metrics, logs)
+//! admin ──> metrics (Prometheus registry), cache purges, health, readiness
 //! config: flags + environment + TOML -> one validated Config, read by all of the above
 //! ```
 //!
@@ -22,8 +22,9 @@
 //! - [`proxy`] is the service: it classifies a request with [`route`], answers Image.Get from
 //!   [`cache`] for callers that [`auth`] says may see the entry, joins or leads a flight in
 //!   [`coalesce`] on a miss, and forwards everything else through [`upstream`].
-//! - [`outcome`] is the one value per request that the `X-Cache`/`Cache-Status` headers and
-//!   the logs are made from; [`body`] is the response body type.
+//! - [`outcome`] is the one value per request that the `X-Cache`/`Cache-Status` headers,
+//!   the [`metrics`] and the logs are made from; [`body`] is the response body type.
+//! - [`admin`] serves `/metrics`, `/healthz`, `/readyz` and the purge endpoints.
 //! - [`sim`] is the upstream simulator used by tests, the README and benchmarks; nothing in
 //!   the proxy uses it.
 

@@ -156,6 +156,12 @@ impl Proxy {
     /// log event here, and nowhere else.
     pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
+        // Upstream-bound requests get an ID when they are forwarded; a hit only needs one
+        // when its debug event is going to be written.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            ensure_request_id(request.headers_mut());
+        }
+        let request_id = request.headers().get(&X_REQUEST_ID).cloned();
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let route = classify(request.method(), target);
         let route_index = route_index(&route);
@@ -187,6 +193,10 @@ impl Proxy {
                 .insert(CACHE_STATUS.clone(), outcome.cache_status());
         }
         tracing::debug!(
+            request_id = request_id
+                .as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
             route = route_label,
             result = outcome.as_ref().map_or("none", |o| o.result.as_str()),
             status = response.status().as_u16(),
@@ -244,12 +254,13 @@ impl Proxy {
                         }
                     }
                     let (hand_over, oversized) = oneshot::channel();
-                    let fetch =
-                        self.clone()
-                            .fetch(id.clone(), headers.clone(), who, deadline, hand_over);
+                    // Its own task: the fetch completes for the others even if this client goes.
+                    let proxy = self.clone();
+                    let (id, headers) = (id.clone(), headers.clone());
                     tokio::spawn(async move {
-                        let result = fetch.await;
-                        tracing::debug!(waiters = publisher.waiters(), "flight done");
+                        let started = Instant::now();
+                        let result = proxy.fetch(&id, &headers, who, deadline, hand_over).await;
+                        log_fetch(&result, &headers, started.elapsed(), publisher.waiters());
                         publisher.publish(result)
                     });
                     (subscription, Some(oversized))
@@ -335,61 +346,15 @@ impl Proxy {
     /// The leader's fetch: one upstream GET, its effect on the cache, and the result every
     /// member of the flight is answered from.
     async fn fetch(
-        self: Arc<Self>,
-        id: Arc<str>,
-        headers: HeaderMap,
-        who: Option<Fingerprint>,
-        deadline: Instant,
-        hand_over: oneshot::Sender<Oversized>,
-    ) -> FlightResult {
-        let started = Instant::now();
-        let request_id = headers
-            .get(&X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        let result = self
-            .fetch_from_upstream(&id, headers, who, deadline, hand_over)
-            .await;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-        match &result {
-            FlightResult::Answer(answer) => tracing::info!(
-                route = "image_get",
-                request_id,
-                status = answer.status.as_u16(),
-                stored = answer.stored,
-                elapsed_ms,
-                "upstream fetch"
-            ),
-            FlightResult::Failed(err) => tracing::info!(
-                route = "image_get",
-                request_id,
-                error = %err,
-                kind = err.kind(),
-                elapsed_ms,
-                "upstream fetch failed"
-            ),
-            FlightResult::TooLarge => tracing::info!(
-                route = "image_get",
-                request_id,
-                elapsed_ms,
-                "upstream answer too large to cache; streamed through"
-            ),
-            FlightResult::Cached(_) => {}
-        }
-        result
-    }
-
-    async fn fetch_from_upstream(
         &self,
         id: &str,
-        headers: HeaderMap,
+        headers: &HeaderMap,
         who: Option<Fingerprint>,
         deadline: Instant,
         hand_over: oneshot::Sender<Oversized>,
     ) -> FlightResult {
         let generation = self.cache.generation(id);
-        let request = match self.image_request(id, headers) {
+        let request = match self.image_request(id, headers.clone()) {
             Ok(request) => request,
             Err(err) => return FlightResult::Failed(err),
         };
@@ -675,6 +640,47 @@ impl Proxy {
                 Response::from_parts(head, self.upstream.stream(Bytes::new(), body, deadline))
             }
         }
+    }
+}
+
+/// The one info event per Image.Get upstream fetch.
+fn log_fetch(result: &FlightResult, headers: &HeaderMap, elapsed: Duration, waiters: usize) {
+    let request_id = headers
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
+    let coalesced = waiters > 0;
+    match result {
+        FlightResult::Answer(answer) => tracing::info!(
+            route = "image_get",
+            request_id,
+            status = answer.status.as_u16(),
+            stored = answer.stored,
+            coalesced,
+            waiters,
+            elapsed_ms,
+            "upstream fetch"
+        ),
+        FlightResult::Failed(err) => tracing::info!(
+            route = "image_get",
+            request_id,
+            error = %err,
+            kind = err.kind(),
+            coalesced,
+            waiters,
+            elapsed_ms,
+            "upstream fetch failed"
+        ),
+        FlightResult::TooLarge => tracing::info!(
+            route = "image_get",
+            request_id,
+            coalesced,
+            waiters,
+            elapsed_ms,
+            "upstream answer too large to cache; streamed through"
+        ),
+        FlightResult::Cached(_) => {}
     }
 }
 
