@@ -4,7 +4,7 @@
 //! Image.Get: look up the cache for this caller; on a miss join the flight for the key
 //! (credential and image in per-credential mode, image alone in shared mode). The leader's
 //! fetch runs in a task of its own and decides what the answer does to the cache; everyone
-//! in the flight builds their response from the one published [`FlightResult`].
+//! in the flight builds their response from the one published `FlightResult`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
