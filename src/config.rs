@@ -111,6 +111,16 @@ pub struct Config {
     pub max_waiters: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// Refresh a READY entry in the background when a hit finds it in the last this-many
+    /// percent of its TTL; 0 = off.
+    pub refresh_ahead: u8,
+    pub max_header_size: u64,
+    pub max_headers: usize,
+    pub max_request_body: u64,
+    pub max_connections: usize,
+    pub max_upstream_requests: usize,
+    pub header_read_timeout: Duration,
+    pub upstream_retries: u32,
 }
 
 impl Default for Config {
@@ -135,6 +145,14 @@ impl Default for Config {
             max_waiters: 100_000,
             shutdown_grace: Duration::from_secs(30),
             log_format: LogFormat::Text,
+            refresh_ahead: 20,
+            max_header_size: 64 * 1024,
+            max_headers: 100,
+            max_request_body: 16 * 1024 * 1024,
+            max_connections: 10_000,
+            max_upstream_requests: 512,
+            header_read_timeout: Duration::from_secs(10),
+            upstream_retries: 2,
         }
     }
 }
@@ -174,6 +192,16 @@ fn parse_size(raw: &str) -> Result<u64, String> {
         .parse::<bytesize::ByteSize>()
         .map(|size| size.as_u64())
         .map_err(|e| format!("{raw:?} is not a size ({e}); write it like 8MiB or 1048576"))
+}
+
+fn parse_percent(raw: &str) -> Result<u8, String> {
+    let number = raw.trim().trim_end_matches('%').trim();
+    match number.parse::<u8>() {
+        Ok(p) if p < 100 => Ok(p),
+        _ => Err(format!(
+            "{raw:?} is not a percentage from 0 to 99; write it like 20%"
+        )),
+    }
 }
 
 fn parse_upstream(raw: &str) -> Result<UpstreamUrl, String> {
@@ -241,6 +269,34 @@ struct Cli {
     /// text or json; the filter comes from RUST_LOG [default: text]
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_LOG_FORMAT", value_name = "FORMAT")]
     log_format: Option<LogFormat>,
+    /// Refresh a hot entry in the background in the last PERCENT of its TTL; 0% = off [default: 20%]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REFRESH_AHEAD", value_name = "PERCENT", value_parser = parse_percent, allow_hyphen_values = true)]
+    refresh_ahead: Option<u8>,
+    /// Largest request head (request line and headers); past it: 431 [default: 64KiB]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_MAX_HEADER_SIZE", value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
+    max_header_size: Option<u64>,
+    /// Most request headers; past it: 431 [default: 100]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_MAX_HEADERS", value_name = "N")]
+    max_headers: Option<usize>,
+    /// Largest request body passed through; past it: 413 [default: 16MiB]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_MAX_REQUEST_BODY", value_name = "BYTES", value_parser = parse_size, allow_hyphen_values = true)]
+    max_request_body: Option<u64>,
+    /// Concurrent client connections; past it: 503 and close [default: 10000]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Concurrent upstream requests; past it: 503 with Retry-After [default: 512]
+    #[arg(
+        long,
+        env = "BAREMETAL_IMAGE_CACHE_MAX_UPSTREAM_REQUESTS",
+        value_name = "N"
+    )]
+    max_upstream_requests: Option<usize>,
+    /// A request head must arrive within this; also the HTTP/1 idle keep-alive timeout [default: 10s]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    header_read_timeout: Option<Duration>,
+    /// Retries of a GET whose upstream connection failed, with jittered backoff [default: 2]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_UPSTREAM_RETRIES", value_name = "N")]
+    upstream_retries: Option<u32>,
 }
 
 /// The configuration file: the same keys as the flags, without `--`. Values are kept raw so
@@ -263,6 +319,14 @@ struct FileConfig {
     max_waiters: Option<usize>,
     shutdown_grace: Option<String>,
     log_format: Option<LogFormat>,
+    refresh_ahead: Option<String>,
+    max_header_size: Option<SizeValue>,
+    max_headers: Option<usize>,
+    max_request_body: Option<SizeValue>,
+    max_connections: Option<usize>,
+    max_upstream_requests: Option<usize>,
+    header_read_timeout: Option<String>,
+    upstream_retries: Option<u32>,
 }
 
 /// Sizes may be written as a string ("8MiB") or a plain integer of bytes.
@@ -292,6 +356,14 @@ const KEYS: &[&str] = &[
     "max-waiters",
     "shutdown-grace",
     "log-format",
+    "refresh-ahead",
+    "max-header-size",
+    "max-headers",
+    "max-request-body",
+    "max-connections",
+    "max-upstream-requests",
+    "header-read-timeout",
+    "upstream-retries",
 ];
 
 fn env_name(key: &str) -> String {
@@ -312,6 +384,17 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        merge(cli, file)
+    }
+}
+
+impl Config {
+    /// The configuration a TOML file alone gives (no flags, no environment): what the file
+    /// parser accepts, for tools and fuzzing.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Invalid(format!("config file: {e}")))?;
+        let cli = Cli::try_parse_from(["baremetal-image-cache"]).map_err(ConfigError::Cli)?;
         merge(cli, file)
     }
 }
@@ -445,6 +528,44 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         )?
         .unwrap_or(d.shutdown_grace),
         log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
+        refresh_ahead: pick(
+            cli.refresh_ahead,
+            file.refresh_ahead,
+            "refresh-ahead",
+            parse_percent,
+        )?
+        .unwrap_or(d.refresh_ahead),
+        max_header_size: size(cli.max_header_size, file.max_header_size, "max-header-size")?
+            .unwrap_or(d.max_header_size),
+        max_headers: cli
+            .max_headers
+            .or(file.max_headers)
+            .unwrap_or(d.max_headers),
+        max_request_body: size(
+            cli.max_request_body,
+            file.max_request_body,
+            "max-request-body",
+        )?
+        .unwrap_or(d.max_request_body),
+        max_connections: cli
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(d.max_connections),
+        max_upstream_requests: cli
+            .max_upstream_requests
+            .or(file.max_upstream_requests)
+            .unwrap_or(d.max_upstream_requests),
+        header_read_timeout: pick(
+            cli.header_read_timeout,
+            file.header_read_timeout,
+            "header-read-timeout",
+            parse_duration,
+        )?
+        .unwrap_or(d.header_read_timeout),
+        upstream_retries: cli
+            .upstream_retries
+            .or(file.upstream_retries)
+            .unwrap_or(d.upstream_retries),
     };
     config.validate()?;
     Ok(config)
@@ -474,6 +595,25 @@ impl Config {
         }
         if self.max_waiters_per_key == 0 || self.max_waiters == 0 {
             return invalid("max-waiters", "must be at least 1");
+        }
+        // hyper needs room for at least one read buffer of 8 KiB.
+        if self.max_header_size < 8 * 1024 {
+            return invalid("max-header-size", "must be at least 8KiB");
+        }
+        if self.max_headers == 0 {
+            return invalid("max-headers", "must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return invalid("max-connections", "must be at least 1");
+        }
+        if self.max_upstream_requests == 0 {
+            return invalid("max-upstream-requests", "must be at least 1");
+        }
+        if self.header_read_timeout.is_zero() {
+            return invalid("header-read-timeout", "must be more than 0s");
+        }
+        if self.upstream_retries > 10 {
+            return invalid("upstream-retries", "must be at most 10");
         }
         Ok(())
     }

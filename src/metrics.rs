@@ -99,6 +99,39 @@ pub struct Metrics {
     request_duration: Vec<[Histogram; 4]>,
     inflight_fetches: IntGauge,
     waiters: IntGauge,
+    rejected: IntCounterVec,
+    refreshes: IntCounter,
+}
+
+/// Why the proxy turned a request or connection away itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// `--max-connections` reached.
+    Connections,
+    /// `--max-upstream-requests` reached.
+    UpstreamBusy,
+    /// `--max-waiters-per-key` or `--max-waiters` reached.
+    Waiters,
+    /// `--max-request-body` exceeded.
+    RequestBody,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 4] = [
+        Rejection::Connections,
+        Rejection::UpstreamBusy,
+        Rejection::Waiters,
+        Rejection::RequestBody,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Connections => "connections",
+            Rejection::UpstreamBusy => "upstream_busy",
+            Rejection::Waiters => "waiters",
+            Rejection::RequestBody => "request_body",
+        }
+    }
 }
 
 fn name(short: &str) -> String {
@@ -239,6 +272,26 @@ impl Metrics {
                 "Requests waiting for another request's fetch",
             )?,
         )?;
+        let rejected = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("rejected_total"),
+                    "Requests or connections the proxy turned away at a limit, by limit",
+                ),
+                &["reason"],
+            )?,
+        )?;
+        for reason in Rejection::ALL {
+            rejected.with_label_values(&[reason.as_str()]);
+        }
+        let refreshes = register(
+            &registry,
+            IntCounter::new(
+                name("refreshes_total"),
+                "Background refreshes started by hits near the end of an entry's TTL",
+            )?,
+        )?;
         let build_info = register(
             &registry,
             IntGaugeVec::new(
@@ -272,6 +325,8 @@ impl Metrics {
             request_duration,
             inflight_fetches,
             waiters,
+            rejected,
+            refreshes,
         })
     }
 
@@ -313,6 +368,14 @@ impl Metrics {
         self.upstream_duration
             .with_label_values(&[route])
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn rejected(&self, reason: Rejection) {
+        self.rejected.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn refresh_started(&self) {
+        self.refreshes.inc();
     }
 
     pub fn upstream_failed(&self, kind: &str) {

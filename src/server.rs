@@ -15,15 +15,24 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::admin::Admin;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Rejection};
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
 
-/// How long a client may take to send a request head before its connection is closed.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one HTTP/2 client may have open at once.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+
+/// HTTP/2 pings find dead peers: one every interval, and the connection goes if a ping is not
+/// answered within the timeout.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a refused connection gets to take its 503.
+const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Pause after a failed accept (out of file descriptors, say) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -41,13 +50,8 @@ pub async fn run(
     let proxy = Proxy::new(&config, metrics)?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin = Admin::new(proxy.clone(), ready.clone());
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // Without a timer the header-read timeout silently does nothing.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(connection_builder(&config));
+    let connections = Arc::new(Semaphore::new(config.max_connections));
     let graceful = GracefulShutdown::new();
 
     tracing::info!(
@@ -64,17 +68,32 @@ pub async fn run(
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
                 let Some(stream) = accepted_stream(accepted).await else { continue };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    proxy.metrics().rejected(Rejection::Connections);
+                    tokio::spawn(refuse_connection(stream));
+                    continue;
+                };
                 let proxy = proxy.clone();
                 let service = service_fn(move |request| {
                     let proxy = proxy.clone();
                     async move { Ok::<_, Infallible>(proxy.handle(request).await) }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let first_byte_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = connection.await {
+                    // hyper's header timer only starts once it reads a request head, after
+                    // sniffing HTTP/1 from HTTP/2: a client that sends nothing is cut off here.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = watcher.watch(connection.into_owned()).await {
                         tracing::debug!(error = %e, "client connection ended with an error");
                     }
+                    drop(permit);
                 });
             }
             accepted = admin_listener.accept() => {
@@ -112,8 +131,44 @@ pub async fn run(
     Ok(())
 }
 
+/// The HTTP/1 and HTTP/2 server settings: limits on request heads and streams, and the
+/// timer without which hyper's header-read timeout silently does nothing.
+fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let max_header_size = usize::try_from(config.max_header_size).unwrap_or(usize::MAX);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(max_header_size)
+        .max_headers(config.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+    builder
+}
+
+/// Past `--max-connections`: a short 503 in the API's error shape, then close. Written by
+/// hand because no HTTP connection is served for it.
+async fn refuse_connection(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BODY: &str =
+        r#"{"code":14,"message":"too many client connections; retry shortly","details":[]}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ =
+        tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(response.as_bytes())).await;
+    let _ = stream.shutdown().await;
+}
+
 fn serve_admin(
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Arc<auto::Builder<TokioExecutor>>,
     stream: tokio::net::TcpStream,
     admin: &Arc<Admin>,
 ) -> impl Future<Output = ()> + Send + 'static {
