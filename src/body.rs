@@ -11,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Sleep;
 
 use crate::metrics::Metrics;
@@ -26,6 +27,8 @@ pub enum ProxyBody {
         deadline: Pin<Box<Sleep>>,
         timeout: std::time::Duration,
         metrics: Arc<Metrics>,
+        /// The upstream concurrency slot, given back when the stream ends or is dropped.
+        _slot: OwnedSemaphorePermit,
     },
 }
 
@@ -45,6 +48,7 @@ impl ProxyBody {
         deadline: Instant,
         timeout: std::time::Duration,
         metrics: Arc<Metrics>,
+        slot: OwnedSemaphorePermit,
     ) -> ProxyBody {
         ProxyBody::Upstream {
             prefix: (!prefix.is_empty()).then_some(prefix),
@@ -52,6 +56,7 @@ impl ProxyBody {
             deadline: Box::pin(tokio::time::sleep_until(deadline.into())),
             timeout,
             metrics,
+            _slot: slot,
         }
     }
 }
@@ -72,6 +77,7 @@ impl Body for ProxyBody {
                 deadline,
                 timeout,
                 metrics,
+                ..
             } => {
                 if let Some(p) = prefix.take() {
                     return Poll::Ready(Some(Ok(Frame::data(p))));

@@ -77,6 +77,13 @@ impl Entry {
         }
     }
 
+    /// Whether a hit now falls in the last `percent` of the entry's freshness.
+    pub fn in_last_part_of_ttl(&self, now: Instant, percent: u8) -> bool {
+        let window = self.fresh_for.mul_f64(f64::from(percent) / 100.0);
+        let expires = self.stored_at + self.fresh_for;
+        now < expires && expires - now <= window
+    }
+
     fn is_fresh(&self, now: Instant) -> bool {
         now < self.stored_at + self.fresh_for
     }

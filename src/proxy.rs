@@ -7,6 +7,7 @@
 //! in the flight builds their response from the one published `FlightResult`.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,17 +18,17 @@ use http::header::{
 use http::{
     request, response, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version,
 };
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::auth::{CredentialHasher, Fingerprint};
 use crate::body::ProxyBody;
 use crate::cache::{removal_cause_label, EntryKind, Generation, ImageCache, Lookup, NewEntry};
 use crate::coalesce::{Coalescer, Joined, Overloaded, Wait};
 use crate::config::{AuthMode, Config};
-use crate::metrics::{InvalidationReason, Metrics};
+use crate::metrics::{InvalidationReason, Metrics, Rejection};
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::{classify, Route, IMAGES_PREFIX};
 use crate::upstream::{strip_hop_by_hop, BoxError, LimitedBody, Upstream, UpstreamError};
@@ -78,6 +79,7 @@ enum FlightResult {
 
 /// An upstream answer too big to hold, handed to the leader to stream.
 struct Oversized {
+    slot: OwnedSemaphorePermit,
     head: response::Parts,
     prefix: Bytes,
     rest: Incoming,
@@ -108,6 +110,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     auth_mode: AuthMode,
     max_entry_size: usize,
+    max_request_body: u64,
+    refresh_ahead: u8,
     upstream_timeout: Duration,
 }
 
@@ -128,6 +132,8 @@ impl Proxy {
             metrics,
             auth_mode: config.auth_mode,
             max_entry_size: usize::try_from(config.max_entry_size).unwrap_or(usize::MAX),
+            max_request_body: config.max_request_body,
+            refresh_ahead: config.refresh_ahead,
             upstream_timeout: config.upstream_timeout,
         }))
     }
@@ -223,6 +229,12 @@ impl Proxy {
         };
         if forward == Forward::Miss {
             if let Lookup::Fresh(entry) = self.cache.lookup(&id, who).await {
+                if self.refresh_ahead > 0
+                    && entry.kind == EntryKind::Ready
+                    && entry.in_last_part_of_ttl(Instant::now(), self.refresh_ahead)
+                {
+                    self.refresh_in_background(&id, &parts.headers, who);
+                }
                 return hit(&entry, head);
             }
         }
@@ -230,13 +242,7 @@ impl Proxy {
             Forward::Miss => CacheResult::Miss,
             _ => CacheResult::Bypass,
         };
-        let key = FlightKey {
-            id: id.clone(),
-            who: match self.auth_mode {
-                AuthMode::PerCredential => who,
-                AuthMode::Shared => None,
-            },
-        };
+        let key = self.flight_key(&id, who);
         let headers = fill_headers(&parts.headers);
 
         let mut last_error = UpstreamError::Connect("the upstream fetch was abandoned".into());
@@ -244,7 +250,10 @@ impl Proxy {
             let last_round = round == MAX_FLIGHT_ROUNDS;
             let mut outcome = Outcome::forwarded(result, forward);
             let (subscription, mut oversized) = match self.flights.join(key.clone()) {
-                Err(over) => return (overloaded_response(over), outcome),
+                Err(over) => {
+                    self.metrics.rejected(Rejection::Waiters);
+                    return (overloaded_response(over), outcome);
+                }
                 Ok(Joined::Waiter(subscription)) => (subscription, None),
                 Ok(Joined::Leader(publisher, subscription)) => {
                     if forward == Forward::Miss {
@@ -272,7 +281,7 @@ impl Proxy {
                 Wait::Abandoned => continue,
                 Wait::TimedOut => {
                     let err = UpstreamError::Timeout(self.upstream_timeout);
-                    return self.failed(&id, who, err, outcome).await;
+                    return self.failed(&id, who, err, outcome, head).await;
                 }
             };
             match &*shared {
@@ -292,7 +301,7 @@ impl Proxy {
                         }
                         continue;
                     }
-                    if answer.status.is_server_error() {
+                    if answer.status.is_server_error() && forward != Forward::Request {
                         if let Some(stale) = self.stale(&id, who, Some(answer.status), head).await {
                             return stale;
                         }
@@ -303,13 +312,15 @@ impl Proxy {
                 }
                 FlightResult::Failed(err) => {
                     if outcome.coalesced && !last_round {
-                        if let Some(stale) = self.stale(&id, who, None, head).await {
-                            return stale;
+                        if forward != Forward::Request {
+                            if let Some(stale) = self.stale(&id, who, None, head).await {
+                                return stale;
+                            }
                         }
                         last_error = err.clone();
                         continue;
                     }
-                    return self.failed(&id, who, err.clone(), outcome).await;
+                    return self.failed(&id, who, err.clone(), outcome, head).await;
                 }
                 FlightResult::TooLarge => {
                     return match oversized.take() {
@@ -330,7 +341,45 @@ impl Proxy {
             }
         }
         let outcome = Outcome::forwarded(result, forward);
-        self.failed(&id, who, last_error, outcome).await
+        self.failed(&id, who, last_error, outcome, head).await
+    }
+
+    /// Starts one background fetch for a hot entry near the end of its TTL, unless one is
+    /// already running for the key: the entry is renewed (or dropped, if the image is no
+    /// longer READY) before it can expire, so a hot image never misses.
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        id: &Arc<str>,
+        headers: &HeaderMap,
+        who: Option<Fingerprint>,
+    ) {
+        let key = self.flight_key(id, who);
+        let Ok(Joined::Leader(publisher, _)) = self.flights.join(key) else {
+            return;
+        };
+        self.metrics.refresh_started();
+        let proxy = self.clone();
+        let id = id.clone();
+        let headers = fill_headers(headers);
+        let deadline = self.upstream.deadline();
+        tokio::spawn(async move {
+            // Nobody streams an oversized refresh: dropping the receiver drops the body.
+            let (hand_over, _) = oneshot::channel();
+            let started = Instant::now();
+            let result = proxy.fetch(&id, &headers, who, deadline, hand_over).await;
+            log_fetch(&result, &headers, started.elapsed(), publisher.waiters());
+            publisher.publish(result);
+        });
+    }
+
+    fn flight_key(&self, id: &Arc<str>, who: Option<Fingerprint>) -> FlightKey {
+        FlightKey {
+            id: id.clone(),
+            who: match self.auth_mode {
+                AuthMode::PerCredential => who,
+                AuthMode::Shared => None,
+            },
+        }
     }
 
     /// Whether `who` may be given a flight's answer. In shared mode a 200 is everyone's, and
@@ -358,8 +407,8 @@ impl Proxy {
             Ok(request) => request,
             Err(err) => return FlightResult::Failed(err),
         };
-        let response = match self.upstream.send(request, deadline, "image_get").await {
-            Ok(response) => response,
+        let (response, slot) = match self.upstream.send(request, deadline, "image_get").await {
+            Ok(exchange) => (exchange.response, exchange.slot),
             Err(err) => return FlightResult::Failed(err),
         };
         let (mut head, body) = response.into_parts();
@@ -374,6 +423,7 @@ impl Proxy {
             Ok(LimitedBody::TooLarge { prefix, rest }) => {
                 // If the leader's client has gone, dropping the body closes the exchange.
                 let _ = hand_over.send(Oversized {
+                    slot,
                     head,
                     prefix,
                     rest,
@@ -458,7 +508,7 @@ impl Proxy {
         let entry = NewEntry {
             kind,
             status: head.status,
-            headers: replayable(&head.headers),
+            headers: detached(&replayable(&head.headers)),
             body: body.clone(),
             received_at,
         };
@@ -523,10 +573,13 @@ impl Proxy {
         who: Option<Fingerprint>,
         err: UpstreamError,
         outcome: Outcome,
+        head: bool,
     ) -> Answered {
-        let head = false;
-        if let Some(stale) = self.stale(id, who, None, head).await {
-            return stale;
+        // A client that asked for a fresh answer gets the failure, not a cached copy.
+        if outcome.forward != Some(Forward::Request) {
+            if let Some(stale) = self.stale(id, who, None, head).await {
+                return stale;
+            }
         }
         tracing::info!(route = "image_get", error = %err, kind = err.kind(), "answered with an error");
         (error_response(&err), outcome)
@@ -548,11 +601,12 @@ impl Proxy {
         };
         match self.upstream.send(request, deadline, "image_get").await {
             Err(err) => (error_response(&err), outcome),
-            Ok(response) => {
-                let (mut head_parts, rest) = response.into_parts();
+            Ok(exchange) => {
+                let (mut head_parts, rest) = exchange.response.into_parts();
                 strip_hop_by_hop(&mut head_parts.headers);
                 outcome.upstream_status = Some(head_parts.status.as_u16());
                 let big = Oversized {
+                    slot: exchange.slot,
                     head: head_parts,
                     prefix: Bytes::new(),
                     rest,
@@ -569,9 +623,22 @@ impl Proxy {
         let body = if head {
             ProxyBody::empty()
         } else {
-            self.upstream.stream(big.prefix, big.rest, big.deadline)
+            self.upstream
+                .stream(big.prefix, big.rest, big.deadline, big.slot)
         };
         Response::from_parts(parts, body)
+    }
+
+    fn body_too_large(&self) -> Response<ProxyBody> {
+        self.metrics.rejected(Rejection::RequestBody);
+        api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            8,
+            &format!(
+                "the request body is larger than the proxy's limit of {} bytes",
+                self.max_request_body
+            ),
+        )
     }
 
     /// Passes a request through, streamed both ways. Mutations invalidate their image
@@ -611,7 +678,22 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
-        let mut upstream_request = Request::new(body.map_err(BoxError::from).boxed());
+        if content_length(&parts.headers).is_some_and(|len| len > self.max_request_body) {
+            return self.body_too_large();
+        }
+        // Streamed, never buffered: the limit is enforced as the bytes go by, and noted so
+        // that the failed exchange is answered 413 rather than 502.
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let body = {
+            let exceeded = exceeded.clone();
+            Limited::new(body, self.max_request_body as usize).map_err(move |e| {
+                if e.is::<LengthLimitError>() {
+                    exceeded.store(true, Ordering::Relaxed);
+                }
+                e
+            })
+        };
+        let mut upstream_request = Request::new(body.boxed());
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = parts.headers;
@@ -622,22 +704,26 @@ impl Proxy {
         }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
+            Err(_) if exceeded.load(Ordering::Relaxed) => self.body_too_large(),
             Err(err) => {
                 tracing::info!(route, request_id, error = %err, kind = err.kind(), elapsed_ms, "upstream request failed");
                 error_response(&err)
             }
-            Ok(response) => {
+            Ok(exchange) => {
+                let (mut head, body) = exchange.response.into_parts();
                 tracing::info!(
                     route,
                     request_id,
-                    status = response.status().as_u16(),
+                    status = head.status.as_u16(),
                     elapsed_ms,
                     "upstream request"
                 );
-                let (mut head, body) = response.into_parts();
                 strip_hop_by_hop(&mut head.headers);
                 head.version = Version::default();
-                Response::from_parts(head, self.upstream.stream(Bytes::new(), body, deadline))
+                let body = self
+                    .upstream
+                    .stream(Bytes::new(), body, deadline, exchange.slot);
+                Response::from_parts(head, body)
             }
         }
     }
@@ -682,6 +768,13 @@ fn log_fetch(result: &FlightResult, headers: &HeaderMap, elapsed: Duration, wait
         ),
         FlightResult::Cached(_) => {}
     }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
 }
 
 fn route_index(route: &Route<'_>) -> usize {
@@ -762,6 +855,20 @@ fn replayable(headers: &HeaderMap) -> HeaderMap {
     kept
 }
 
+/// A copy of `headers` that owns its bytes. hyper parses header values as slices of the
+/// connection's read buffer, so keeping them in a long-lived entry would pin that whole
+/// buffer (kilobytes) for each few-byte header.
+fn detached(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name =
+            HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
+        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        owned.append(name, value);
+    }
+    owned
+}
+
 fn hit(entry: &crate::cache::Entry, head: bool) -> Answered {
     let now = Instant::now();
     (
@@ -818,7 +925,13 @@ pub fn api_error(status: StatusCode, code: u32, message: &str) -> Response<Proxy
 
 fn error_response(err: &UpstreamError) -> Response<ProxyBody> {
     let (status, code) = err.status_and_code();
-    api_error(status, code, &err.to_string())
+    let mut response = api_error(status, code, &err.to_string());
+    if matches!(err, UpstreamError::Busy) {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 fn overloaded_response(over: Overloaded) -> Response<ProxyBody> {

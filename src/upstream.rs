@@ -11,18 +11,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::ProxyBody;
 use crate::config::{Config, UpstreamUrl};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Rejection};
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -43,6 +46,8 @@ pub enum UpstreamError {
     Timeout(Duration),
     /// The connection broke while the answer was being read.
     Body(String),
+    /// `--max-upstream-requests` exchanges are already under way: not sent at all.
+    Busy,
 }
 
 impl UpstreamError {
@@ -53,6 +58,7 @@ impl UpstreamError {
             UpstreamError::Tls(_) => "tls",
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Body(_) => "body",
+            UpstreamError::Busy => "busy",
         }
     }
 
@@ -60,6 +66,7 @@ impl UpstreamError {
     pub fn status_and_code(&self) -> (StatusCode, u32) {
         match self {
             UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, 4),
+            UpstreamError::Busy => (StatusCode::SERVICE_UNAVAILABLE, 14),
             _ => (StatusCode::BAD_GATEWAY, 14),
         }
     }
@@ -76,6 +83,9 @@ impl fmt::Display for UpstreamError {
                 humantime::format_duration(*after)
             ),
             UpstreamError::Body(why) => write!(f, "upstream answer broke off: {why}"),
+            UpstreamError::Busy => {
+                f.write_str("too many requests are already waiting for the upstream; retry shortly")
+            }
         }
     }
 }
@@ -98,7 +108,19 @@ pub struct Upstream {
     base: UpstreamUrl,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    /// One permit per exchange under way, held until its body is read or streamed.
+    slots: Arc<Semaphore>,
+    retries: u32,
 }
+
+/// An upstream response and the concurrency slot it holds until it is dropped.
+pub struct Exchange {
+    pub response: Response<Incoming>,
+    pub slot: OwnedSemaphorePermit,
+}
+
+/// First pause before retrying a failed connection; doubled per retry, jittered ±50 %.
+const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
 /// The client could not be built.
 #[derive(Debug)]
@@ -136,6 +158,8 @@ impl Upstream {
             base: config.upstream.clone(),
             timeout: config.upstream_timeout,
             metrics,
+            slots: Arc::new(Semaphore::new(config.max_upstream_requests)),
+            retries: config.upstream_retries,
         })
     }
 
@@ -162,34 +186,94 @@ impl Upstream {
     }
 
     /// Sends a request for `route` and waits for the response head until `deadline`. Every
-    /// exchange is counted here: an answer by its status, a failure by its kind.
+    /// exchange is counted here: an answer by its status, a failure by its kind. A GET or
+    /// HEAD without a body whose connection cannot be made is retried with jittered backoff,
+    /// `--upstream-retries` times at most, inside the deadline. Past the concurrency limit
+    /// nothing is sent: the answer is `Busy` at once rather than a queue without bound.
     pub async fn send(
         &self,
-        request: Request<RequestBody>,
+        mut request: Request<RequestBody>,
         deadline: Instant,
         route: &'static str,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let started = Instant::now();
-        let result =
-            match tokio::time::timeout_at(deadline.into(), self.client.request(request)).await {
+    ) -> Result<Exchange, UpstreamError> {
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            self.metrics.rejected(Rejection::UpstreamBusy);
+            return Err(UpstreamError::Busy);
+        };
+        let retry_template = (self.retries > 0
+            && (request.method() == Method::GET || request.method() == Method::HEAD)
+            && request.body().is_end_stream())
+        .then(|| {
+            (
+                request.method().clone(),
+                request.uri().clone(),
+                request.headers().clone(),
+            )
+        });
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            let result = match tokio::time::timeout_at(
+                deadline.into(),
+                self.client.request(request),
+            )
+            .await
+            {
                 Err(_) => Err(UpstreamError::Timeout(self.timeout)),
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(e)) => Err(classify_client_error(&e)),
             };
-        match &result {
-            Ok(response) => {
-                self.metrics
-                    .upstream_answered(route, response.status().as_u16(), started.elapsed())
+            match result {
+                Ok(response) => {
+                    self.metrics.upstream_answered(
+                        route,
+                        response.status().as_u16(),
+                        started.elapsed(),
+                    );
+                    return Ok(Exchange { response, slot });
+                }
+                Err(err) => {
+                    self.metrics.upstream_failed(err.kind());
+                    let backoff = jittered(RETRY_BACKOFF * 2u32.saturating_pow(attempt));
+                    match &retry_template {
+                        Some((method, uri, headers))
+                            if matches!(err, UpstreamError::Connect(_))
+                                && attempt < self.retries
+                                && Instant::now() + backoff < deadline =>
+                        {
+                            tracing::debug!(route, attempt, error = %err, "retrying upstream connection");
+                            tokio::time::sleep(backoff).await;
+                            attempt += 1;
+                            request =
+                                Request::new(Empty::new().map_err(|never| match never {}).boxed());
+                            *request.method_mut() = method.clone();
+                            *request.uri_mut() = uri.clone();
+                            *request.headers_mut() = headers.clone();
+                        }
+                        _ => return Err(err),
+                    }
+                }
             }
-            Err(err) => self.metrics.upstream_failed(err.kind()),
         }
-        result
     }
 
     /// Streams an upstream body to a client after `prefix`, under the exchange's deadline;
     /// a failure part-way is counted like any other.
-    pub fn stream(&self, prefix: Bytes, body: Incoming, deadline: Instant) -> ProxyBody {
-        ProxyBody::upstream(prefix, body, deadline, self.timeout, self.metrics.clone())
+    pub fn stream(
+        &self,
+        prefix: Bytes,
+        body: Incoming,
+        deadline: Instant,
+        slot: OwnedSemaphorePermit,
+    ) -> ProxyBody {
+        ProxyBody::upstream(
+            prefix,
+            body,
+            deadline,
+            self.timeout,
+            self.metrics.clone(),
+            slot,
+        )
     }
 
     /// Reads `body` until it ends, `limit` bytes are exceeded, or `deadline` passes.
@@ -231,6 +315,12 @@ impl Upstream {
             }
         }
     }
+}
+
+/// `base` scaled by a random factor between 0.5 and 1.5, so that retries from many
+/// requests do not land on the upstream together.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
 }
 
 fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
