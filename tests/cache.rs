@@ -9,6 +9,30 @@ use baremetal_image_cache::sim::{Fault, FaultScope};
 use common::*;
 use http::{Method, StatusCode};
 
+/// A proxy whose entry for Alice's image has just gone past its 1 s TTL, and that entry's
+/// body as first served.
+async fn with_an_expired_entry(stale_if_error: Duration) -> (Harness, Reply) {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        ttl: Duration::from_secs(1),
+        stale_if_error,
+        ..test_config()
+    })
+    .await;
+    let fresh = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(fresh.x_cache(), "MISS");
+    // Expiry is about real time passing (moka's clock ignores tokio's paused time).
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    (h, fresh)
+}
+
+fn fail_everything_with_503(h: &Harness) {
+    let fault = Fault::Status {
+        status: 503,
+        retry_after: None,
+    };
+    h.sim.set_fault(FaultScope::All, fault, None);
+}
+
 #[tokio::test]
 async fn miss_then_hit_with_identical_bytes() {
     let h = Harness::start().await;
@@ -80,23 +104,8 @@ async fn entries_expire_after_the_ttl() {
 
 #[tokio::test]
 async fn stale_is_served_while_the_upstream_fails_and_only_to_a_granted_credential() {
-    let h = Harness::with_config(baremetal_image_cache::Config {
-        ttl: Duration::from_secs(1),
-        stale_if_error: Duration::from_secs(60),
-        ..test_config()
-    })
-    .await;
-    let fresh = h.get(IMG, Some(ALICE)).await;
-    assert_eq!(fresh.x_cache(), "MISS");
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    h.sim.set_fault(
-        FaultScope::All,
-        Fault::Status {
-            status: 503,
-            retry_after: None,
-        },
-        None,
-    );
+    let (h, fresh) = with_an_expired_entry(Duration::from_secs(60)).await;
+    fail_everything_with_503(&h);
 
     let stale = h.get(IMG, Some(ALICE)).await;
     assert_eq!(stale.status, StatusCode::OK);
@@ -126,22 +135,8 @@ async fn stale_is_served_while_the_upstream_fails_and_only_to_a_granted_credenti
 
 #[tokio::test]
 async fn stale_if_error_zero_turns_it_off() {
-    let h = Harness::with_config(baremetal_image_cache::Config {
-        ttl: Duration::from_secs(1),
-        stale_if_error: Duration::ZERO,
-        ..test_config()
-    })
-    .await;
-    h.get(IMG, Some(ALICE)).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
-    h.sim.set_fault(
-        FaultScope::All,
-        Fault::Status {
-            status: 503,
-            retry_after: None,
-        },
-        None,
-    );
+    let (h, _) = with_an_expired_entry(Duration::ZERO).await;
+    fail_everything_with_503(&h);
     let reply = h.get(IMG, Some(ALICE)).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.x_cache(), "MISS");
@@ -506,20 +501,32 @@ async fn a_body_cut_off_mid_way_is_a_502_and_not_cached() {
 
 #[tokio::test]
 async fn stale_is_served_when_the_upstream_drops_the_connection() {
-    let h = Harness::with_config(baremetal_image_cache::Config {
-        ttl: Duration::from_secs(1),
-        stale_if_error: Duration::from_secs(60),
-        ..test_config()
-    })
-    .await;
-    let fresh = h.get(IMG, Some(ALICE)).await;
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let (h, fresh) = with_an_expired_entry(Duration::from_secs(60)).await;
     h.sim.set_fault(FaultScope::All, Fault::Reset, None);
     let stale = h.get(IMG, Some(ALICE)).await;
     assert_eq!(stale.status, StatusCode::OK);
     assert_eq!(stale.x_cache(), "STALE");
     assert_eq!(stale.body, fresh.body);
     assert!(!stale.header("cache-status").unwrap().contains("fwd-status"));
+    let stale_head = h
+        .call(Method::HEAD, &image_path(IMG), Some(ALICE), &[])
+        .await;
+    assert_eq!(stale_head.x_cache(), "STALE");
+    assert!(stale_head.body.is_empty());
+    assert_eq!(
+        stale_head.header("content-length"),
+        Some(fresh.body.len().to_string().as_str())
+    );
+    // A client that insists on a fresh answer gets the failure instead.
+    let insisting = h
+        .call(
+            Method::GET,
+            &image_path(IMG),
+            Some(ALICE),
+            &[("cache-control", "no-cache")],
+        )
+        .await;
+    assert_eq!(insisting.status, StatusCode::BAD_GATEWAY);
     assert_eq!(
         h.get(IMG, Some(ALICE2)).await.status,
         StatusCode::BAD_GATEWAY

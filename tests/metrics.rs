@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,47 +13,6 @@ use bytes::Bytes;
 use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
-
-/// A scrape: `name{labels}` (labels sorted as the encoder writes them) to value.
-struct Scrape(BTreeMap<String, f64>);
-
-impl Scrape {
-    async fn take(h: &Harness) -> Scrape {
-        let reply = h.admin(Method::GET, "/metrics").await;
-        assert_eq!(reply.status, StatusCode::OK);
-        assert!(reply
-            .header("content-type")
-            .unwrap()
-            .starts_with("text/plain; version=0.0.4"));
-        let text = String::from_utf8(reply.body.to_vec()).unwrap();
-        let mut samples = BTreeMap::new();
-        for line in text
-            .lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-        {
-            let (series, value) = line.rsplit_once(' ').unwrap();
-            samples.insert(series.to_string(), value.parse().unwrap());
-        }
-        Scrape(samples)
-    }
-
-    fn get(&self, series: &str) -> f64 {
-        *self
-            .0
-            .get(series)
-            .unwrap_or_else(|| panic!("no series {series} in the scrape"))
-    }
-
-    /// Metric names (without labels) in the scrape.
-    fn names(&self) -> BTreeSet<String> {
-        self.0
-            .keys()
-            .map(|k| k.split('{').next().unwrap().to_string())
-            .collect()
-    }
-}
-
-const P: &str = "baremetal_image_cache";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_traffic_moves_each_counter_exactly() {

@@ -2,6 +2,7 @@
 //! front of the upstream simulator, and a small HTTP client.
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -231,4 +232,46 @@ pub async fn send(
 /// The image's JSON as the simulator serves it.
 pub fn expected_body(sim: &Simulator, id: &str) -> serde_json::Value {
     serde_json::to_value(sim.image(id).expect("image exists")).unwrap()
+}
+
+/// The metric name prefix.
+pub const P: &str = "baremetal_image_cache";
+
+/// A scrape: `name{labels}` (labels sorted as the encoder writes them) to value.
+pub struct Scrape(pub BTreeMap<String, f64>);
+
+impl Scrape {
+    pub async fn take(h: &Harness) -> Scrape {
+        let reply = h.admin(Method::GET, "/metrics").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"));
+        let text = String::from_utf8(reply.body.to_vec()).unwrap();
+        let mut samples = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            samples.insert(series.to_string(), value.parse().unwrap());
+        }
+        Scrape(samples)
+    }
+
+    pub fn get(&self, series: &str) -> f64 {
+        *self
+            .0
+            .get(series)
+            .unwrap_or_else(|| panic!("no series {series} in the scrape"))
+    }
+
+    /// Metric names (without labels) in the scrape.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.0
+            .keys()
+            .map(|k| k.split('{').next().unwrap().to_string())
+            .collect()
+    }
 }

@@ -1,0 +1,535 @@
+//! Reliability: one test per upstream fault, client fault and limit. Each asserts the
+//! client's answer, the cache state afterwards (the next request's `X-Cache` and the
+//! upstream count) and the metric that counted it.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use baremetal_image_cache::sim::{Fault, FaultScope, Image};
+use baremetal_image_cache::Config;
+use bytes::Bytes;
+use common::*;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config(change: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config {
+        stale_if_error: Duration::ZERO,
+        ..test_config()
+    };
+    change(&mut config);
+    config
+}
+
+async fn metric(h: &Harness, series: &str) -> f64 {
+    Scrape::take(h).await.get(&format!("{P}_{series}"))
+}
+
+/// Sends raw bytes on a new connection and reads until the server closes it.
+async fn raw(h: &Harness, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+// ---- upstream faults -------------------------------------------------------------------
+
+#[tokio::test]
+async fn connection_refused_is_a_502_after_bounded_retries_of_gets_only() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = Harness::start_against(simulator(), &format!("http://{closed}"), config(|_| {})).await;
+    let reply = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.json()["code"], 14);
+    // One attempt and two retries, each counted.
+    assert_eq!(
+        metric(&h, "upstream_errors_total{kind=\"connect\"}").await,
+        3.0
+    );
+    let post = h
+        .call(Method::POST, "/baremetal/v1alpha/images", Some(ALICE), &[])
+        .await;
+    assert_eq!(post.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        metric(&h, "upstream_errors_total{kind=\"connect\"}").await,
+        4.0,
+        "a POST is never retried"
+    );
+    assert_eq!(
+        h.get(IMG, Some(ALICE)).await.x_cache(),
+        "MISS",
+        "nothing was cached"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_reset_mid_body_is_a_502_counted_as_body() {
+    let h = Harness::with_config(config(|_| {})).await;
+    h.sim
+        .set_fault(FaultScope::Image(IMG.into()), Fault::ResetMidBody, Some(1));
+    assert_eq!(
+        h.get(IMG, Some(ALICE)).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        metric(&h, "upstream_errors_total{kind=\"body\"}").await,
+        1.0
+    );
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    assert_eq!(h.sim.image_get_count(IMG), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_tls_failure_is_counted_as_tls() {
+    let sim = simulator();
+    let plain = sim.clone().spawn().await.unwrap();
+    let h = Harness::start_against(sim, &format!("https://{plain}"), config(|_| {})).await;
+    assert_eq!(
+        h.get(IMG, Some(ALICE)).await.status,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(metric(&h, "upstream_errors_total{kind=\"tls\"}").await, 1.0);
+    assert_eq!(
+        metric(&h, "upstream_errors_total{kind=\"connect\"}").await,
+        0.0,
+        "no retry of a TLS failure"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_hang_and_a_slow_drip_end_at_the_deadline_with_504() {
+    let h = Harness::with_config(config(|c| c.upstream_timeout = Duration::from_millis(800))).await;
+    for (n, fault) in [Fault::Hang, Fault::SlowDrip(Duration::from_millis(50))]
+        .into_iter()
+        .enumerate()
+    {
+        h.sim
+            .set_fault(FaultScope::Image(IMG.into()), fault.clone(), Some(1));
+        let started = Instant::now();
+        let reply = h.get(IMG, Some(ALICE)).await;
+        assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT, "{fault:?}");
+        assert_eq!(reply.json()["code"], 4);
+        assert!(started.elapsed() < Duration::from_secs(5), "{fault:?}");
+        assert_eq!(
+            metric(&h, "upstream_errors_total{kind=\"timeout\"}").await,
+            n as f64 + 1.0,
+            "{fault:?}"
+        );
+        let next = h.get(IMG, Some(ALICE)).await;
+        assert_eq!(
+            next.x_cache(),
+            "MISS",
+            "{fault:?} left nothing in the cache"
+        );
+        assert_eq!(next.json(), expected_body(&h.sim, IMG));
+        h.admin(Method::DELETE, "/cache").await;
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_5xx_and_429_are_relayed_never_cached_and_keep_the_entry() {
+    let h = Harness::with_config(config(|_| {})).await;
+    for (status, retry_after) in [(500, None), (503, Some(3)), (429, Some(7))] {
+        h.sim.reset_counts();
+        h.sim.set_fault(
+            FaultScope::Image(IMG2.into()),
+            Fault::Status {
+                status,
+                retry_after,
+            },
+            Some(1),
+        );
+        let reply = h.get(IMG2, Some(ALICE)).await;
+        assert_eq!(reply.status.as_u16(), status);
+        let expected_retry_after = retry_after.map(|s| s.to_string());
+        assert_eq!(reply.header("retry-after"), expected_retry_after.as_deref());
+        assert!(
+            reply.json()["code"].as_u64().is_some(),
+            "the upstream's error body"
+        );
+        let next = h.get(IMG2, Some(ALICE)).await;
+        assert_eq!(next.status, StatusCode::OK);
+        assert_eq!(next.x_cache(), "MISS", "{status} was not cached");
+        assert_eq!(h.sim.image_get_count(IMG2), 2);
+        h.admin(Method::DELETE, "/cache").await;
+    }
+    let scrape = Scrape::take(&h).await;
+    for code in ["500", "503", "429"] {
+        assert_eq!(
+            scrape.get(&format!(
+                "{P}_upstream_requests_total{{code=\"{code}\",route=\"image_get\"}}"
+            )),
+            1.0
+        );
+    }
+    // A cached image survives an upstream 5xx on its refresh.
+    h.get(IMG, Some(ALICE)).await;
+    h.sim.set_fault(
+        FaultScope::Image(IMG.into()),
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        Some(1),
+    );
+    let refused = h
+        .call(
+            Method::GET,
+            &image_path(IMG),
+            Some(ALICE),
+            &[("cache-control", "no-cache")],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_64_mib_body_is_streamed_through_and_never_held() {
+    let h = Harness::with_config(config(|_| {})).await;
+    h.sim.set_fault(
+        FaultScope::Image(IMG.into()),
+        Fault::HugeBody(64 * 1024 * 1024),
+        Some(1),
+    );
+    let big = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(big.status, StatusCode::OK);
+    assert_eq!(big.body.len(), 64 * 1024 * 1024);
+    assert_eq!(big.x_cache(), "MISS");
+    assert_eq!(
+        metric(&h, "size_bytes").await,
+        0.0,
+        "nothing of it is cached"
+    );
+    let next = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(next.x_cache(), "MISS");
+    assert_eq!(next.json(), expected_body(&h.sim, IMG));
+    h.stop().await;
+}
+
+// ---- client faults ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let h = Harness::with_config(config(|_| {})).await;
+    let one = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n\r\n",
+        image_path(IMG)
+    );
+    let last = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nConnection: close\r\n\r\n",
+        image_path(IMG)
+    );
+    let answer = raw(&h, format!("{one}{one}{last}").as_bytes()).await;
+    let statuses: Vec<&str> = answer.matches("HTTP/1.1 200 OK").collect();
+    assert_eq!(statuses.len(), 3, "{answer}");
+    let x_cache: Vec<&str> = answer
+        .lines()
+        .filter_map(|l| l.strip_prefix("x-cache: "))
+        .collect();
+    assert_eq!(x_cache, ["MISS", "HIT", "HIT"]);
+    assert_eq!(h.sim.image_get_count(IMG), 1);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_http2_streams_on_one_connection_share_one_fetch() {
+    let h = Harness::with_config(config(|_| {})).await;
+    h.sim.set_fault(
+        FaultScope::All,
+        Fault::Delay(Duration::from_millis(300)),
+        None,
+    );
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut streams = Vec::new();
+    for _ in 0..200 {
+        let client = client.clone();
+        let request = Request::get(format!("http://{}{}", h.addr, image_path(IMG)))
+            .header("authorization", format!("Bearer {ALICE}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        streams.push(tokio::spawn(async move { send(&client, request).await }));
+    }
+    for stream in streams {
+        let reply = stream.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["id"], IMG);
+    }
+    assert_eq!(h.sim.image_get_count(IMG), 1);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_requests_get_a_400_and_the_proxy_carries_on() {
+    let h = Harness::with_config(config(|_| {})).await;
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /baremetal/v1alpha/images/x HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
+        b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",
+    ] {
+        let answer = raw(&h, garbage).await;
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+            "{answer:?}"
+        );
+    }
+    assert_eq!(h.sim.request_count(), 0, "none of it went upstream");
+    assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_ids_and_heads_are_refused_or_passed_through_never_cached() {
+    let h = Harness::with_config(config(|c| c.max_header_size = 16 * 1024)).await;
+    let long_id = format!("ly5{}", "a".repeat(62));
+    assert_eq!(long_id.len(), 65);
+    for _ in 0..2 {
+        let reply = h.get(&long_id, Some(ALICE)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "the upstream's validation answer"
+        );
+        assert_eq!(reply.header("x-cache"), None, "not Image.Get");
+    }
+    assert_eq!(h.sim.count("GET", &image_path(&long_id)), 2);
+    let huge_header = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        image_path(IMG),
+        "a".repeat(32 * 1024)
+    );
+    let answer = raw(&h, huge_header.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    let mut many = format!("GET {} HTTP/1.1\r\nHost: x\r\n", image_path(IMG));
+    for i in 0..150 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("Connection: close\r\n\r\n");
+    let answer = raw(&h, many.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer:?}");
+    assert_eq!(h.sim.image_get_count(IMG), 0);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn many_distinct_ids_stay_within_max_capacity() {
+    let capacity = 256 * 1024;
+    let h = Harness::with_config(config(|c| c.max_capacity = capacity)).await;
+    let ids: Vec<String> = (0..2000).map(|i| format!("ly5bulk{i:013}")).collect();
+    for id in &ids {
+        h.sim.put_image(Image::ready(id, ALICE_FOLDER, "bulk"));
+    }
+    for id in &ids {
+        assert_eq!(h.get(id, Some(ALICE)).await.status, StatusCode::OK);
+    }
+    let scrape = Scrape::take(&h).await;
+    let size = scrape.get(&format!("{P}_size_bytes"));
+    let entries = scrape.get(&format!("{P}_entries"));
+    assert!(
+        size <= capacity as f64,
+        "{size} bytes in a {capacity}-byte cache"
+    );
+    assert!(entries > 100.0 && entries < 2000.0, "{entries} entries");
+    assert!(scrape.get(&format!("{P}_evictions_total{{cause=\"size\"}}")) > 0.0);
+    h.stop().await;
+}
+
+// ---- limits and overload ---------------------------------------------------------------
+
+#[tokio::test]
+async fn past_the_connection_limit_a_connection_gets_503_and_hits_keep_flowing() {
+    let h = Harness::with_config(config(|c| c.max_connections = 2)).await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    // The harness's client holds one pooled connection; hold a second one open.
+    let _held = TcpStream::connect(h.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = raw(
+        &h,
+        b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer:?}");
+    assert!(answer.contains("retry-after: 1"));
+    assert!(answer.contains(r#""code":14"#));
+    assert_eq!(
+        metric(&h, "rejected_total{reason=\"connections\"}").await,
+        1.0
+    );
+    // The pooled connection still serves hits.
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_upstream_limit_misses_get_503_at_once_and_hits_keep_flowing() {
+    let h = Arc::new(Harness::with_config(config(|c| c.max_upstream_requests = 1)).await);
+    assert_eq!(h.get(IMG2, Some(ALICE)).await.x_cache(), "MISS");
+    h.sim
+        .set_fault(FaultScope::Image(IMG.into()), Fault::Hang, Some(1));
+    let hanging = {
+        let h = h.clone();
+        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
+    };
+    h.until_upstream_saw(2).await;
+    let started = Instant::now();
+    let busy = h.get(BOB_IMG, Some(BOB)).await;
+    assert_eq!(busy.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert_eq!(busy.json()["code"], 14);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused at once, not queued"
+    );
+    let passthrough = h
+        .call(Method::GET, "/baremetal/v1alpha/zones", Some(ALICE), &[])
+        .await;
+    assert_eq!(passthrough.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        h.get(IMG2, Some(ALICE)).await.x_cache(),
+        "HIT",
+        "hits need no upstream slot"
+    );
+    assert_eq!(
+        metric(&h, "rejected_total{reason=\"upstream_busy\"}").await,
+        2.0
+    );
+    assert_eq!(h.sim.image_get_count(BOB_IMG), 0);
+    hanging.abort();
+}
+
+#[tokio::test]
+async fn a_request_body_over_the_limit_gets_413_streamed_or_declared() {
+    let h = Harness::with_config(config(|c| c.max_request_body = 1024)).await;
+    let declared = Request::post(format!("http://{}/baremetal/v1alpha/images", h.addr))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(Full::new(Bytes::from(vec![b'x'; 2048])))
+        .unwrap();
+    let reply = h.send(declared).await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(reply.json()["code"], 8);
+    assert_eq!(
+        h.sim.request_count(),
+        0,
+        "refused before anything went upstream"
+    );
+    // Chunked, with no length announced: cut off as it streams.
+    let mut chunked = String::from("POST /baremetal/v1alpha/images HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    for _ in 0..4 {
+        chunked.push_str(&format!("200\r\n{}\r\n", "y".repeat(512)));
+    }
+    chunked.push_str("0\r\n\r\n");
+    let answer = raw(&h, chunked.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer:?}");
+    assert_eq!(
+        metric(&h, "rejected_total{reason=\"request_body\"}").await,
+        2.0
+    );
+    // Within the limit it goes through.
+    let small =
+        format!(r#"{{"folderId":"{ALICE_FOLDER}","name":"small","uri":"https://s/i.iso"}}"#);
+    let ok = Request::post(format!("http://{}/baremetal/v1alpha/images", h.addr))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(Full::new(Bytes::from(small)))
+        .unwrap();
+    assert_eq!(h.send(ok).await.status, StatusCode::OK);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
+    let h = Harness::with_config(config(|c| {
+        c.header_read_timeout = Duration::from_millis(500)
+    }))
+    .await;
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    stream
+        .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the proxy closed the connection");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(h.sim.request_count(), 0);
+    // An idle keep-alive connection is closed the same way.
+    let mut idle = TcpStream::connect(h.addr).await.unwrap();
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf)).await;
+    assert!(read.is_ok() && started.elapsed() >= Duration::from_millis(400));
+    h.stop().await;
+}
+
+// ---- refresh ahead ---------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_entry_is_refreshed_once_before_it_expires() {
+    let h = Arc::new(
+        Harness::with_config(config(|c| {
+            c.ttl = Duration::from_secs(2);
+            c.refresh_ahead = 30;
+        }))
+        .await,
+    );
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    // Into the last 30 % of the TTL (0.6 s): a burst of hits starts exactly one refresh.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut hits = Vec::new();
+    for _ in 0..20 {
+        let h = h.clone();
+        hits.push(tokio::spawn(async move { h.get(IMG, Some(ALICE)).await }));
+    }
+    for hit in hits {
+        assert_eq!(hit.await.unwrap().x_cache(), "HIT");
+    }
+    h.until_upstream_saw(2).await;
+    // Past the first fill's expiry (2 s) the image is still a hit: it was renewed, and this
+    // hit is not yet in the renewed entry's last 30 %.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    assert_eq!(h.sim.image_get_count(IMG), 2);
+    assert_eq!(metric(&h, "refreshes_total").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_that_sees_a_non_ready_status_drops_the_entry() {
+    let h = Harness::with_config(config(|c| {
+        c.ttl = Duration::from_secs(2);
+        c.refresh_ahead = 50;
+    }))
+    .await;
+    h.get(IMG, Some(ALICE)).await;
+    h.sim.set_status(IMG, "DELETING");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    h.until_upstream_saw(2).await;
+    for _ in 0..100 {
+        if metric(&h, "invalidations_total{reason=\"deleting\"}").await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let next = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(next.x_cache(), "MISS");
+    assert_eq!(next.json()["status"], "DELETING");
+    h.stop().await;
+}
