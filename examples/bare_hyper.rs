@@ -1,0 +1,66 @@
+//! The limit for a cache hit: a bare hyper server (same runtime and connection settings as
+//! the proxy) that answers every request with the same image bytes and the same kind of
+//! headers a hit carries, without routing, credentials or a cache. Used by `bench/run`.
+//!
+//! Usage: bare_hyper ADDR BODY_FILE
+
+use std::convert::Infallible;
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (Some(addr), Some(body_file)) = (args.next(), args.next()) else {
+        eprintln!("usage: bare_hyper ADDR BODY_FILE");
+        return ExitCode::FAILURE;
+    };
+    let body = match std::fs::read(&body_file) {
+        Ok(b) => Bytes::from(b),
+        Err(e) => {
+            eprintln!("bare_hyper: {body_file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("bare_hyper: {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let body = body.clone();
+        let service = service_fn(move |_request| {
+            let mut response = Response::new(Full::new(body.clone()));
+            let headers = response.headers_mut();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            headers.insert("age", HeaderValue::from_static("3"));
+            headers.insert("x-cache", HeaderValue::from_static("HIT"));
+            headers.insert(
+                "cache-status",
+                HeaderValue::from_static("baremetal-image-cache; hit; ttl=57"),
+            );
+            async move { Ok::<_, Infallible>(response) }
+        });
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
+}
