@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -52,6 +52,8 @@ pub struct Entry {
     /// The upstream's headers that may be replayed (no per-request or hop-by-hop ones).
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The body's length as a header value, made once.
+    pub content_length: HeaderValue,
     /// When the upstream's answer arrived: the base of `Age` and of freshness.
     pub stored_at: Instant,
     fresh_for: Duration,
@@ -214,12 +216,11 @@ impl ImageCache {
         Generation(self.stripe(id).load(Ordering::Acquire) + self.purges.load(Ordering::Acquire))
     }
 
-    /// What `who` may be served for image `id` now.
-    pub async fn lookup(&self, id: &str, who: Option<Fingerprint>) -> Lookup {
+    /// What `who` may be served for image `id` at `now`.
+    pub async fn lookup(&self, id: &str, who: Option<Fingerprint>, now: Instant) -> Lookup {
         let Some(entry) = self.entries.get(id).await else {
             return Lookup::Miss;
         };
-        let now = Instant::now();
         if entry.is_fresh(now) {
             if self.may_read(&entry, who, now, self.ttl) {
                 return Lookup::Fresh(entry);
@@ -314,6 +315,7 @@ impl ImageCache {
                     status: new.status,
                     headers: new.headers.clone(),
                     body: new.body.clone(),
+                    content_length: HeaderValue::from(new.body.len()),
                     stored_at: new.received_at,
                     fresh_for,
                     keep_for,
@@ -419,23 +421,32 @@ mod tests {
         let (a, b) = fingerprints();
         store(&cache, "img", ready("{}"), Some(a)).await;
         assert!(matches!(
-            cache.lookup("img", Some(a)).await,
+            cache.lookup("img", Some(a), Instant::now()).await,
             Lookup::Fresh(_)
         ));
-        assert!(matches!(cache.lookup("img", Some(b)).await, Lookup::Miss));
-        assert!(matches!(cache.lookup("img", None).await, Lookup::Miss));
+        assert!(matches!(
+            cache.lookup("img", Some(b), Instant::now()).await,
+            Lookup::Miss
+        ));
+        assert!(matches!(
+            cache.lookup("img", None, Instant::now()).await,
+            Lookup::Miss
+        ));
         // b's own fetch adds b and keeps a.
         store(&cache, "img", ready("{}"), Some(b)).await;
         assert!(matches!(
-            cache.lookup("img", Some(a)).await,
+            cache.lookup("img", Some(a), Instant::now()).await,
             Lookup::Fresh(_)
         ));
         assert!(matches!(
-            cache.lookup("img", Some(b)).await,
+            cache.lookup("img", Some(b), Instant::now()).await,
             Lookup::Fresh(_)
         ));
         assert!(cache.invalidate("img").await);
-        assert!(matches!(cache.lookup("img", Some(a)).await, Lookup::Miss));
+        assert!(matches!(
+            cache.lookup("img", Some(a), Instant::now()).await,
+            Lookup::Miss
+        ));
     }
 
     #[tokio::test]
@@ -443,7 +454,10 @@ mod tests {
         let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
         let (a, _) = fingerprints();
         store(&cache, "img", ready("{}"), Some(a)).await;
-        assert!(matches!(cache.lookup("img", None).await, Lookup::Fresh(_)));
+        assert!(matches!(
+            cache.lookup("img", None, Instant::now()).await,
+            Lookup::Fresh(_)
+        ));
     }
 
     #[tokio::test]
@@ -452,7 +466,7 @@ mod tests {
         let mut old = ready("{}");
         old.received_at = Instant::now() - Duration::from_secs(90);
         store(&cache, "img", old, None).await;
-        match cache.lookup("img", None).await {
+        match cache.lookup("img", None, Instant::now()).await {
             Lookup::Stale(entry) => assert!(entry.ttl_secs(Instant::now()) <= -29),
             other => panic!("{other:?}"),
         }
@@ -464,7 +478,10 @@ mod tests {
         let before = cache.generation("img");
         cache.invalidate("img").await;
         assert!(!cache.store("img", ready("{}"), None, before).await);
-        assert!(matches!(cache.lookup("img", None).await, Lookup::Miss));
+        assert!(matches!(
+            cache.lookup("img", None, Instant::now()).await,
+            Lookup::Miss
+        ));
         let before = cache.generation("img");
         cache.purge_all().await;
         assert!(!cache.store("img", ready("{}"), None, before).await);
@@ -490,7 +507,7 @@ mod tests {
         };
         assert!(!store(&cache, "img", not_found, Some(b)).await);
         assert!(matches!(
-            cache.lookup("img", Some(a)).await,
+            cache.lookup("img", Some(a), Instant::now()).await,
             Lookup::Fresh(_)
         ));
         assert!(cache.invalidate_for("img", Some(a)).await);
@@ -513,11 +530,17 @@ mod tests {
         };
         store(&cache, "img", not_found, Some(b)).await;
         assert!(matches!(
-            cache.lookup("img", Some(b)).await,
+            cache.lookup("img", Some(b), Instant::now()).await,
             Lookup::Fresh(_)
         ));
-        assert!(matches!(cache.lookup("img", Some(a)).await, Lookup::Miss));
-        assert!(matches!(cache.lookup("img", None).await, Lookup::Miss));
+        assert!(matches!(
+            cache.lookup("img", Some(a), Instant::now()).await,
+            Lookup::Miss
+        ));
+        assert!(matches!(
+            cache.lookup("img", None, Instant::now()).await,
+            Lookup::Miss
+        ));
     }
 
     #[tokio::test]
@@ -531,7 +554,10 @@ mod tests {
                 HeaderValue::from_str(&format!("Bearer {i}")).unwrap(),
             );
             store(&cache, "img", ready("{}"), hasher.fingerprint(&h)).await;
-            let Lookup::Fresh(entry) = cache.lookup("img", hasher.fingerprint(&h)).await else {
+            let Lookup::Fresh(entry) = cache
+                .lookup("img", hasher.fingerprint(&h), Instant::now())
+                .await
+            else {
                 panic!("the newest grant is kept")
             };
             assert!(entry.grants.len() <= MAX_GRANTS_PER_ENTRY);

@@ -1,10 +1,19 @@
 //! What happened to one request, as one value: the response headers (`X-Cache`,
 //! `Cache-Status`), the metrics and the logs are all derived from it, so they cannot disagree.
 
+use std::sync::OnceLock;
+
 use http::HeaderValue;
 
 /// The name this cache uses in `Cache-Status` (RFC 9211).
 pub const CACHE_NAME: &str = "baremetal-image-cache";
+
+/// Hit `Cache-Status` values for TTLs below this many seconds are made once and shared.
+const PRECOMPUTED_TTLS: i64 = 4096;
+
+fn hit_cache_status(ttl: i64) -> HeaderValue {
+    Outcome::hit(ttl).format_cache_status()
+}
 
 /// How an Image.Get request was answered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +116,18 @@ impl Outcome {
 
     /// The RFC 9211 `Cache-Status` value.
     pub fn cache_status(&self) -> HeaderValue {
+        // Hits are the hot path: their values are made once per TTL second.
+        if let (CacheResult::Hit, Some(ttl)) = (self.result, self.ttl) {
+            static HITS: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+            let hits = HITS.get_or_init(|| (0..PRECOMPUTED_TTLS).map(hit_cache_status).collect());
+            if let Some(value) = usize::try_from(ttl).ok().and_then(|t| hits.get(t)) {
+                return value.clone();
+            }
+        }
+        self.format_cache_status()
+    }
+
+    fn format_cache_status(&self) -> HeaderValue {
         let mut value = String::with_capacity(64);
         value.push_str(CACHE_NAME);
         if self.result == CacheResult::Hit {

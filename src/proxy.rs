@@ -8,16 +8,14 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
     HeaderName, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER,
 };
-use http::{
-    request, response, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version,
-};
+use http::{response, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -32,6 +30,9 @@ use crate::metrics::{InvalidationReason, Metrics, Rejection};
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::{classify, Route, IMAGES_PREFIX};
 use crate::upstream::{strip_hop_by_hop, BoxError, LimitedBody, Upstream, UpstreamError};
+
+/// `Age` and `ttl=` values below this many seconds are made once and shared.
+const PRECOMPUTED_SECONDS: u64 = 4096;
 
 /// How many flights one request may take part in: its first, a hand-over after a failed
 /// leader, and one more for a shared-mode answer that was not its to take.
@@ -174,9 +175,8 @@ impl Proxy {
         let route_label = route.as_str();
         let (mut response, outcome) = match route {
             Route::ImageGet { id, head } => {
-                let id: Arc<str> = Arc::from(id);
-                let (parts, _) = request.into_parts();
-                let (response, outcome) = self.image_get(parts, id, head).await;
+                let (response, outcome) =
+                    self.image_get(request.headers(), id, head, started).await;
                 (response, Some(outcome))
             }
             Route::ImageMutation { id } => {
@@ -212,38 +212,55 @@ impl Proxy {
         response
     }
 
+    /// Answers an Image.Get. `started` is when the request arrived: the hit path reads the
+    /// clock no more than that.
     async fn image_get(
         self: &Arc<Self>,
-        parts: request::Parts,
-        id: Arc<str>,
+        request_headers: &HeaderMap,
+        id: &str,
         head: bool,
+        started: Instant,
     ) -> Answered {
-        let deadline = self.upstream.deadline();
-        let who = self.hasher.fingerprint(&parts.headers);
+        let who = self.hasher.fingerprint(request_headers);
         let forward = if self.auth_mode == AuthMode::PerCredential && who.is_none() {
             Forward::Bypass
-        } else if wants_no_cache(&parts.headers) {
+        } else if wants_no_cache(request_headers) {
             Forward::Request
         } else {
             Forward::Miss
         };
         if forward == Forward::Miss {
-            if let Lookup::Fresh(entry) = self.cache.lookup(&id, who).await {
+            if let Lookup::Fresh(entry) = self.cache.lookup(id, who, started).await {
                 if self.refresh_ahead > 0
                     && entry.kind == EntryKind::Ready
-                    && entry.in_last_part_of_ttl(Instant::now(), self.refresh_ahead)
+                    && entry.in_last_part_of_ttl(started, self.refresh_ahead)
                 {
-                    self.refresh_in_background(&id, &parts.headers, who);
+                    self.refresh_in_background(id, request_headers, who);
                 }
-                return hit(&entry, head);
+                return hit(&entry, head, started);
             }
         }
+        self.image_get_upstream(request_headers, Arc::from(id), head, who, forward, started)
+            .await
+    }
+
+    /// The miss path of Image.Get: join or lead the flight for the key.
+    async fn image_get_upstream(
+        self: &Arc<Self>,
+        request_headers: &HeaderMap,
+        id: Arc<str>,
+        head: bool,
+        who: Option<Fingerprint>,
+        forward: Forward,
+        started: Instant,
+    ) -> Answered {
+        let deadline = started + self.upstream_timeout;
         let result = match forward {
             Forward::Miss => CacheResult::Miss,
             _ => CacheResult::Bypass,
         };
         let key = self.flight_key(&id, who);
-        let headers = fill_headers(&parts.headers);
+        let headers = fill_headers(request_headers);
 
         let mut last_error = UpstreamError::Connect("the upstream fetch was abandoned".into());
         for round in 1..=MAX_FLIGHT_ROUNDS {
@@ -257,9 +274,11 @@ impl Proxy {
                 Ok(Joined::Waiter(subscription)) => (subscription, None),
                 Ok(Joined::Leader(publisher, subscription)) => {
                     if forward == Forward::Miss {
-                        if let Lookup::Fresh(entry) = self.cache.lookup(&id, who).await {
+                        if let Lookup::Fresh(entry) =
+                            self.cache.lookup(&id, who, Instant::now()).await
+                        {
                             publisher.publish(FlightResult::Cached(entry.clone()));
-                            return hit(&entry, head);
+                            return hit(&entry, head, Instant::now());
                         }
                     }
                     let (hand_over, oversized) = oneshot::channel();
@@ -290,7 +309,7 @@ impl Proxy {
                     if forward == Forward::Request && !last_round {
                         continue;
                     }
-                    return hit(entry, head);
+                    return hit(entry, head, Instant::now());
                 }
                 FlightResult::Answer(answer) => {
                     if !self.may_share(answer, who) {
@@ -349,17 +368,17 @@ impl Proxy {
     /// longer READY) before it can expire, so a hot image never misses.
     fn refresh_in_background(
         self: &Arc<Self>,
-        id: &Arc<str>,
+        id: &str,
         headers: &HeaderMap,
         who: Option<Fingerprint>,
     ) {
-        let key = self.flight_key(id, who);
+        let id: Arc<str> = Arc::from(id);
+        let key = self.flight_key(&id, who);
         let Ok(Joined::Leader(publisher, _)) = self.flights.join(key) else {
             return;
         };
         self.metrics.refresh_started();
         let proxy = self.clone();
-        let id = id.clone();
         let headers = fill_headers(headers);
         let deadline = self.upstream.deadline();
         tokio::spawn(async move {
@@ -553,7 +572,7 @@ impl Proxy {
         upstream_status: Option<StatusCode>,
         head: bool,
     ) -> Option<Answered> {
-        match self.cache.lookup(id, who).await {
+        match self.cache.lookup(id, who, Instant::now()).await {
             Lookup::Stale(entry) => {
                 let now = Instant::now();
                 let mut outcome = Outcome::forwarded(CacheResult::Stale, Forward::Stale);
@@ -562,7 +581,7 @@ impl Proxy {
                 Some((entry_response(&entry, head, now), outcome))
             }
             // Someone refreshed it meanwhile.
-            Lookup::Fresh(entry) => Some(hit(&entry, head)),
+            Lookup::Fresh(entry) => Some(hit(&entry, head, Instant::now())),
             Lookup::Miss => None,
         }
     }
@@ -863,14 +882,19 @@ fn detached(headers: &HeaderMap) -> HeaderMap {
     for (name, value) in headers {
         let name =
             HeaderName::from_bytes(name.as_str().as_bytes()).unwrap_or_else(|_| name.clone());
-        let value = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        let value = match value.as_bytes() {
+            b"application/json" => HeaderValue::from_static("application/json"),
+            b"application/json; charset=utf-8" => {
+                HeaderValue::from_static("application/json; charset=utf-8")
+            }
+            bytes => HeaderValue::from_bytes(bytes).unwrap_or_else(|_| value.clone()),
+        };
         owned.append(name, value);
     }
     owned
 }
 
-fn hit(entry: &crate::cache::Entry, head: bool) -> Answered {
-    let now = Instant::now();
+fn hit(entry: &crate::cache::Entry, head: bool, now: Instant) -> Answered {
     (
         entry_response(entry, head, now),
         Outcome::hit(entry.ttl_secs(now)),
@@ -884,8 +908,24 @@ fn entry_response(entry: &crate::cache::Entry, head: bool, now: Instant) -> Resp
     for (name, value) in &entry.headers {
         headers.append(name, value.clone());
     }
-    headers.insert(AGE, HeaderValue::from(entry.age(now).as_secs()));
-    with_body(response, entry.body.clone(), head)
+    headers.insert(AGE, seconds_value(entry.age(now).as_secs()));
+    headers.insert(CONTENT_LENGTH, entry.content_length.clone());
+    if !head {
+        *response.body_mut() = ProxyBody::full(entry.body.clone());
+    }
+    response
+}
+
+/// A header value for a number of seconds; the common ones are made once, so a hit does not
+/// format and allocate its `Age`.
+pub(crate) fn seconds_value(seconds: u64) -> HeaderValue {
+    static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let small = SMALL.get_or_init(|| (0..PRECOMPUTED_SECONDS).map(HeaderValue::from).collect());
+    usize::try_from(seconds)
+        .ok()
+        .and_then(|s| small.get(s))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(seconds))
 }
 
 fn answer_response(answer: &Answer, coalesced: bool, head: bool) -> Response<ProxyBody> {

@@ -23,6 +23,9 @@ use crate::metrics::{Metrics, Rejection};
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
 
+/// The number of request headers hyper allows when not told otherwise.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 /// Streams one HTTP/2 client may have open at once.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 
@@ -140,8 +143,12 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(max_header_size)
-        .max_headers(config.max_headers);
+        .max_buf_size(max_header_size);
+    // hyper's own limit is 100 headers on a stack array; any other limit makes it allocate
+    // and zero a vector for every request.
+    if config.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(config.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())
