@@ -7,12 +7,12 @@
 //! TTL. Grants travel with the entry, so invalidating an image forgets who could read it.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
@@ -38,10 +38,22 @@ pub enum EntryKind {
     NotFound,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 struct Grant {
     who: Fingerprint,
     at: Instant,
+    /// Set by the one hit that starts a refresh-ahead for this credential on this entry.
+    refresh_claimed: AtomicBool,
+}
+
+impl Grant {
+    fn new(who: Fingerprint, at: Instant) -> Grant {
+        Grant {
+            who,
+            at,
+            refresh_claimed: AtomicBool::new(false),
+        }
+    }
 }
 
 /// One cached upstream answer.
@@ -49,16 +61,17 @@ struct Grant {
 pub struct Entry {
     pub kind: EntryKind,
     pub status: StatusCode,
-    /// The upstream's headers that may be replayed (no per-request or hop-by-hop ones).
-    pub headers: HeaderMap,
+    /// The upstream's headers that may be replayed (no per-request or hop-by-hop ones); a
+    /// plain list, which costs a fraction of a `HeaderMap` per entry.
+    pub headers: Box<[(HeaderName, HeaderValue)]>,
     pub body: Bytes,
-    /// The body's length as a header value, made once.
-    pub content_length: HeaderValue,
     /// When the upstream's answer arrived: the base of `Age` and of freshness.
     pub stored_at: Instant,
     fresh_for: Duration,
     keep_for: Duration,
     grants: Box<[Grant]>,
+    /// In shared mode, set by the one hit that starts a refresh-ahead of this entry.
+    refresh_claimed: AtomicBool,
 }
 
 impl Entry {
@@ -79,13 +92,6 @@ impl Entry {
         }
     }
 
-    /// Whether a hit now falls in the last `percent` of the entry's freshness.
-    pub fn in_last_part_of_ttl(&self, now: Instant, percent: u8) -> bool {
-        let window = self.fresh_for.mul_f64(f64::from(percent) / 100.0);
-        let expires = self.stored_at + self.fresh_for;
-        now < expires && expires - now <= window
-    }
-
     fn is_fresh(&self, now: Instant) -> bool {
         now < self.stored_at + self.fresh_for
     }
@@ -94,7 +100,7 @@ impl Entry {
         let headers: usize = self
             .headers
             .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .map(|(k, v)| k.as_str().len() + v.len() + 2 * std::mem::size_of::<HeaderValue>())
             .sum();
         let total = ENTRY_OVERHEAD
             + id.len()
@@ -258,6 +264,39 @@ impl ImageCache {
         }
     }
 
+    /// Whether this hit by `who` should start the refresh-ahead of `entry`: it falls in the
+    /// last `percent` of what is left of this caller's freshness (the entry's TTL, or in
+    /// per-credential mode this caller's grant if that ends first), and no hit has claimed
+    /// the refresh before. At most one refresh is started per entry and credential, however
+    /// the refresh ends; a refresh needs a credential to fetch with.
+    pub fn claim_refresh(
+        &self,
+        entry: &Entry,
+        who: Option<Fingerprint>,
+        now: Instant,
+        percent: u8,
+    ) -> bool {
+        if entry.kind != EntryKind::Ready || who.is_none() {
+            return false;
+        }
+        let entry_end = entry.stored_at + entry.fresh_for;
+        let (end, claim) = match self.auth_mode {
+            AuthMode::Shared => (entry_end, &entry.refresh_claimed),
+            AuthMode::PerCredential => {
+                let Some(grant) = entry.grants.iter().find(|g| Some(g.who) == who) else {
+                    return false;
+                };
+                ((grant.at + self.ttl).min(entry_end), &grant.refresh_claimed)
+            }
+        };
+        let window = self.ttl.mul_f64(f64::from(percent) / 100.0);
+        now < end
+            && end - now <= window
+            && claim
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
     fn keeps_grants(&self, kind: EntryKind) -> bool {
         self.auth_mode == AuthMode::PerCredential || kind == EntryKind::NotFound
     }
@@ -296,14 +335,12 @@ impl ImageCache {
                         grants.extend(
                             old.grants
                                 .iter()
-                                .filter(|g| Some(g.who) != who && now < g.at + grant_life),
+                                .filter(|g| Some(g.who) != who && now < g.at + grant_life)
+                                .map(|g| Grant::new(g.who, g.at)),
                         );
                     }
                     if let Some(who) = who {
-                        grants.push(Grant {
-                            who,
-                            at: new.received_at,
-                        });
+                        grants.push(Grant::new(who, new.received_at));
                     }
                     if grants.len() > MAX_GRANTS_PER_ENTRY {
                         grants.sort_by_key(|g| std::cmp::Reverse(g.at));
@@ -313,13 +350,17 @@ impl ImageCache {
                 std::future::ready(Op::Put(Arc::new(Entry {
                     kind: new.kind,
                     status: new.status,
-                    headers: new.headers.clone(),
+                    headers: new
+                        .headers
+                        .iter()
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect(),
                     body: new.body.clone(),
-                    content_length: HeaderValue::from(new.body.len()),
                     stored_at: new.received_at,
                     fresh_for,
                     keep_for,
                     grants: grants.into_boxed_slice(),
+                    refresh_claimed: AtomicBool::new(false),
                 })))
             })
             .await;

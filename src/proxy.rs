@@ -31,8 +31,8 @@ use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::{classify, Route, IMAGES_PREFIX};
 use crate::upstream::{strip_hop_by_hop, BoxError, LimitedBody, Upstream, UpstreamError};
 
-/// `Age` and `ttl=` values below this many seconds are made once and shared.
-const PRECOMPUTED_SECONDS: u64 = 4096;
+/// Header values for numbers below this are made once and shared.
+const PRECOMPUTED_NUMBERS: u64 = 4096;
 
 /// How many flights one request may take part in: its first, a hand-over after a failed
 /// leader, and one more for a shared-mode answer that was not its to take.
@@ -232,8 +232,9 @@ impl Proxy {
         if forward == Forward::Miss {
             if let Lookup::Fresh(entry) = self.cache.lookup(id, who, started).await {
                 if self.refresh_ahead > 0
-                    && entry.kind == EntryKind::Ready
-                    && entry.in_last_part_of_ttl(started, self.refresh_ahead)
+                    && self
+                        .cache
+                        .claim_refresh(&entry, who, started, self.refresh_ahead)
                 {
                     self.refresh_in_background(id, request_headers, who);
                 }
@@ -363,9 +364,10 @@ impl Proxy {
         self.failed(&id, who, last_error, outcome, head).await
     }
 
-    /// Starts one background fetch for a hot entry near the end of its TTL, unless one is
-    /// already running for the key: the entry is renewed (or dropped, if the image is no
-    /// longer READY) before it can expire, so a hot image never misses.
+    /// Starts the background fetch that a hit claimed for a hot entry near the end of its
+    /// freshness, unless a fetch is already running for the key: the entry is renewed (or
+    /// dropped, if the image is no longer READY) before it can expire, so a hot image never
+    /// misses.
     fn refresh_in_background(
         self: &Arc<Self>,
         id: &str,
@@ -723,7 +725,12 @@ impl Proxy {
         }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
-            Err(_) if exceeded.load(Ordering::Relaxed) => self.body_too_large(),
+            Err(err)
+                if exceeded.load(Ordering::Relaxed)
+                    || matches!(err, UpstreamError::RequestBodyTooLarge) =>
+            {
+                self.body_too_large()
+            }
             Err(err) => {
                 tracing::info!(route, request_id, error = %err, kind = err.kind(), elapsed_ms, "upstream request failed");
                 error_response(&err)
@@ -905,27 +912,28 @@ fn entry_response(entry: &crate::cache::Entry, head: bool, now: Instant) -> Resp
     let mut response = Response::new(ProxyBody::empty());
     *response.status_mut() = entry.status;
     let headers = response.headers_mut();
-    for (name, value) in &entry.headers {
+    headers.reserve(entry.headers.len() + 4);
+    for (name, value) in entry.headers.iter() {
         headers.append(name, value.clone());
     }
-    headers.insert(AGE, seconds_value(entry.age(now).as_secs()));
-    headers.insert(CONTENT_LENGTH, entry.content_length.clone());
+    headers.insert(AGE, number_value(entry.age(now).as_secs()));
+    headers.insert(CONTENT_LENGTH, number_value(entry.body.len() as u64));
     if !head {
         *response.body_mut() = ProxyBody::full(entry.body.clone());
     }
     response
 }
 
-/// A header value for a number of seconds; the common ones are made once, so a hit does not
-/// format and allocate its `Age`.
-pub(crate) fn seconds_value(seconds: u64) -> HeaderValue {
+/// A header value for a number; the small ones are made once, so a hit does not format and
+/// allocate its `Age` or (for bodies under 4 KiB) its `Content-Length`.
+fn number_value(number: u64) -> HeaderValue {
     static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
-    let small = SMALL.get_or_init(|| (0..PRECOMPUTED_SECONDS).map(HeaderValue::from).collect());
-    usize::try_from(seconds)
+    let small = SMALL.get_or_init(|| (0..PRECOMPUTED_NUMBERS).map(HeaderValue::from).collect());
+    usize::try_from(number)
         .ok()
-        .and_then(|s| small.get(s))
+        .and_then(|n| small.get(n))
         .cloned()
-        .unwrap_or_else(|| HeaderValue::from(seconds))
+        .unwrap_or_else(|| HeaderValue::from(number))
 }
 
 fn answer_response(answer: &Answer, coalesced: bool, head: bool) -> Response<ProxyBody> {
