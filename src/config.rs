@@ -600,14 +600,14 @@ impl Config {
         if self.max_header_size < 8 * 1024 {
             return invalid("max-header-size", "must be at least 8KiB");
         }
-        if self.max_headers == 0 {
-            return invalid("max-headers", "must be at least 1");
+        if !(1..=1000).contains(&self.max_headers) {
+            return invalid("max-headers", "must be from 1 to 1000");
         }
-        if self.max_connections == 0 {
-            return invalid("max-connections", "must be at least 1");
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return invalid("max-connections", "must be from 1 to 1000000");
         }
-        if self.max_upstream_requests == 0 {
-            return invalid("max-upstream-requests", "must be at least 1");
+        if !(1..=100_000).contains(&self.max_upstream_requests) {
+            return invalid("max-upstream-requests", "must be from 1 to 100000");
         }
         if self.header_read_timeout.is_zero() {
             return invalid("header-read-timeout", "must be more than 0s");

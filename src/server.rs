@@ -86,11 +86,10 @@ pub async fn run(
                 let first_byte_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
                     // hyper's header timer only starts once it reads a request head, after
-                    // sniffing HTTP/1 from HTTP/2: a client that sends nothing is cut off here.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(first_byte_timeout, stream.peek(&mut first)).await {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return,
+                    // sniffing HTTP/1 from HTTP/2, which has no timer: a client that sends
+                    // nothing, or a stalled prefix of the HTTP/2 preface, is cut off here.
+                    if !protocol_known(&stream, first_byte_timeout).await {
+                        return;
                     }
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(connection.into_owned()).await {
@@ -157,6 +156,37 @@ fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
     builder
+}
+
+/// The HTTP/2 connection preface; until a client has sent enough to tell it apart from this,
+/// hyper cannot choose a protocol.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How often a stalled preface is looked at again.
+const PREFACE_POLL: Duration = Duration::from_millis(5);
+
+/// Waits, at most `timeout`, until the client has sent enough for hyper to choose HTTP/1 or
+/// HTTP/2 without waiting itself: a byte that is not the HTTP/2 preface's, or the whole
+/// preface. False if the client closed or stalled.
+async fn protocol_known(stream: &tokio::net::TcpStream, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut seen = [0u8; 24];
+    loop {
+        let peeked = match tokio::time::timeout_at(deadline, stream.peek(&mut seen)).await {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if peeked == 0 {
+            return false;
+        }
+        if peeked == seen.len() || seen[..peeked] != H2_PREFACE[..peeked] {
+            return true;
+        }
+        if tokio::time::Instant::now() + PREFACE_POLL >= deadline {
+            return false;
+        }
+        tokio::time::sleep(PREFACE_POLL).await;
+    }
 }
 
 /// Past `--max-connections`: a short 503 in the API's error shape, then close. Written by

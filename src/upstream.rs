@@ -48,6 +48,9 @@ pub enum UpstreamError {
     Body(String),
     /// `--max-upstream-requests` exchanges are already under way: not sent at all.
     Busy,
+    /// The client's request body went over `--max-request-body` while it was being sent:
+    /// the client's fault, not the upstream's.
+    RequestBodyTooLarge,
 }
 
 impl UpstreamError {
@@ -59,6 +62,7 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Body(_) => "body",
             UpstreamError::Busy => "busy",
+            UpstreamError::RequestBodyTooLarge => "request_body",
         }
     }
 
@@ -67,6 +71,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, 4),
             UpstreamError::Busy => (StatusCode::SERVICE_UNAVAILABLE, 14),
+            UpstreamError::RequestBodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 8),
             _ => (StatusCode::BAD_GATEWAY, 14),
         }
     }
@@ -85,6 +90,9 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Body(why) => write!(f, "upstream answer broke off: {why}"),
             UpstreamError::Busy => {
                 f.write_str("too many requests are already waiting for the upstream; retry shortly")
+            }
+            UpstreamError::RequestBodyTooLarge => {
+                f.write_str("the request body is larger than the proxy's limit")
             }
         }
     }
@@ -233,7 +241,9 @@ impl Upstream {
                     return Ok(Exchange { response, slot });
                 }
                 Err(err) => {
-                    self.metrics.upstream_failed(err.kind());
+                    if !matches!(err, UpstreamError::RequestBodyTooLarge) {
+                        self.metrics.upstream_failed(err.kind());
+                    }
                     let backoff = jittered(RETRY_BACKOFF * 2u32.saturating_pow(attempt));
                     match &retry_template {
                         Some((method, uri, headers))
@@ -324,7 +334,10 @@ fn jittered(base: Duration) -> Duration {
 }
 
 fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    if is_tls_error(e) {
+    if caused_by::<http_body_util::LengthLimitError>(e) {
+        return UpstreamError::RequestBodyTooLarge;
+    }
+    if caused_by::<rustls::Error>(e) {
         return UpstreamError::Tls(describe(e));
     }
     if e.is_connect() {
@@ -334,11 +347,11 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError
     UpstreamError::Body(describe(e))
 }
 
-/// Whether a rustls error is anywhere in the chain.
-fn is_tls_error(e: &(dyn StdError + 'static)) -> bool {
+/// Whether an error of type `E` is anywhere in the chain.
+fn caused_by<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = current {
-        if err.is::<rustls::Error>() {
+        if err.is::<E>() {
             return true;
         }
         current = cause(err);
