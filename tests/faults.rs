@@ -443,6 +443,11 @@ async fn a_request_body_over_the_limit_gets_413_streamed_or_declared() {
         metric(&h, "rejected_total{reason=\"request_body\"}").await,
         2.0
     );
+    assert_eq!(
+        metric(&h, "upstream_errors_total{kind=\"body\"}").await,
+        0.0,
+        "a client's oversized body is not the upstream's error"
+    );
     // Within the limit it goes through.
     let small =
         format!(r#"{{"folderId":"{ALICE_FOLDER}","name":"small","uri":"https://s/i.iso"}}"#);
@@ -471,28 +476,53 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
     assert!(read.is_ok(), "the proxy closed the connection");
     assert!(started.elapsed() >= Duration::from_millis(400));
     assert_eq!(h.sim.request_count(), 0);
-    // An idle keep-alive connection is closed the same way.
+    // A client that connects and sends nothing, or stalls in the HTTP/2 preface.
+    for opening in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let mut silent = TcpStream::connect(h.addr).await.unwrap();
+        silent.write_all(opening).await.unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "{opening:?}: the proxy closed the connection");
+    }
+    // A kept-alive connection that goes idle after a request is closed the same way.
     let mut idle = TcpStream::connect(h.addr).await.unwrap();
+    idle.write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 404"));
     let started = Instant::now();
     let read = tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut buf)).await;
-    assert!(read.is_ok() && started.elapsed() >= Duration::from_millis(400));
+    assert!(read.is_ok() && started.elapsed() >= Duration::from_millis(300));
     h.stop().await;
 }
 
 // ---- refresh ahead ---------------------------------------------------------------------
 
+/// Hits until one shows the entry was renewed (`Age: 0`), bounded.
+async fn until_renewed(h: &Harness) {
+    for _ in 0..100 {
+        if h.get(IMG, Some(ALICE)).await.header("age") == Some("0") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the entry was never renewed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_entry_is_refreshed_once_before_it_expires() {
+    // A 10 s TTL whose last 95 % is the refresh window: hits from 0.5 s on refresh it, and
+    // nothing here comes near expiry, however slow the machine.
     let h = Arc::new(
         Harness::with_config(config(|c| {
-            c.ttl = Duration::from_secs(2);
-            c.refresh_ahead = 30;
+            c.ttl = Duration::from_secs(10);
+            c.refresh_ahead = 95;
         }))
         .await,
     );
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
-    // Into the last 30 % of the TTL (0.6 s): a burst of hits starts exactly one refresh.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut hits = Vec::new();
     for _ in 0..20 {
         let h = h.clone();
@@ -502,34 +532,90 @@ async fn a_hot_entry_is_refreshed_once_before_it_expires() {
         assert_eq!(hit.await.unwrap().x_cache(), "HIT");
     }
     h.until_upstream_saw(2).await;
-    // Past the first fill's expiry (2 s) the image is still a hit: it was renewed, and this
-    // hit is not yet in the renewed entry's last 30 %.
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
-    assert_eq!(h.sim.image_get_count(IMG), 2);
+    until_renewed(&h).await;
+    assert_eq!(
+        h.sim.image_get_count(IMG),
+        2,
+        "one refresh for the whole burst"
+    );
     assert_eq!(metric(&h, "refreshes_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_refused_refresh_is_not_retried_by_every_hit() {
+    let h = Harness::with_config(config(|c| {
+        c.ttl = Duration::from_secs(10);
+        c.refresh_ahead = 95;
+    }))
+    .await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    h.sim.set_fault(
+        FaultScope::Image(IMG.into()),
+        Fault::Status {
+            status: 429,
+            retry_after: Some(30),
+        },
+        None,
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..50 {
+        assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    }
+    h.until_upstream_saw(2).await;
+    assert_eq!(metric(&h, "refreshes_total").await, 1.0);
+    assert_eq!(
+        h.sim.image_get_count(IMG),
+        2,
+        "the 429 was not answered with a storm"
+    );
+    h.sim.clear_faults();
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_that_sees_a_non_ready_status_drops_the_entry() {
     let h = Harness::with_config(config(|c| {
-        c.ttl = Duration::from_secs(2);
-        c.refresh_ahead = 50;
+        c.ttl = Duration::from_secs(30);
+        c.refresh_ahead = 99;
     }))
     .await;
     h.get(IMG, Some(ALICE)).await;
     h.sim.set_status(IMG, "DELETING");
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     h.until_upstream_saw(2).await;
-    for _ in 0..100 {
-        if metric(&h, "invalidations_total{reason=\"deleting\"}").await == 1.0 {
+    let mut dropped = 0.0;
+    for _ in 0..200 {
+        dropped = metric(&h, "invalidations_total{reason=\"deleting\"}").await;
+        if dropped == 1.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    assert_eq!(dropped, 1.0, "the refresh dropped the entry");
     let next = h.get(IMG, Some(ALICE)).await;
-    assert_eq!(next.x_cache(), "MISS");
+    assert_eq!(next.x_cache(), "MISS", "well inside the 30 s TTL");
     assert_eq!(next.json()["status"], "DELETING");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn each_credential_refreshes_before_its_own_grant_runs_out() {
+    let h = Harness::with_config(config(|c| {
+        c.ttl = Duration::from_secs(10);
+        c.refresh_ahead = 95;
+    }))
+    .await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Alice's second token refills the entry: the entry is young again, Alice's grant is not.
+    assert_eq!(h.get(IMG, Some(ALICE2)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    h.until_upstream_saw(3).await;
+    assert_eq!(
+        metric(&h, "refreshes_total").await,
+        1.0,
+        "Alice's own window started a refresh"
+    );
     h.stop().await;
 }
