@@ -7,7 +7,7 @@
 //! TTL. Grants travel with the entry, so invalidating an image forgets who could read it.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,21 +38,15 @@ pub enum EntryKind {
     NotFound,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Grant {
     who: Fingerprint,
     at: Instant,
-    /// Set by the one hit that starts a refresh-ahead for this credential on this entry.
-    refresh_claimed: AtomicBool,
 }
 
 impl Grant {
     fn new(who: Fingerprint, at: Instant) -> Grant {
-        Grant {
-            who,
-            at,
-            refresh_claimed: AtomicBool::new(false),
-        }
+        Grant { who, at }
     }
 }
 
@@ -70,8 +64,6 @@ pub struct Entry {
     fresh_for: Duration,
     keep_for: Duration,
     grants: Box<[Grant]>,
-    /// In shared mode, set by the one hit that starts a refresh-ahead of this entry.
-    refresh_claimed: AtomicBool,
 }
 
 impl Entry {
@@ -170,6 +162,9 @@ pub struct NewEntry {
 /// store, and memory stays fixed however many IDs there are.
 const GENERATION_STRIPES: usize = 4096;
 
+/// Slots of the refresh-ahead claim table.
+const REFRESH_CLAIM_SLOTS: usize = 4096;
+
 /// A point in the invalidation history of one image ID, taken before a fetch starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation(u64);
@@ -178,6 +173,7 @@ pub struct ImageCache {
     entries: Cache<Arc<str>, Arc<Entry>>,
     generations: Box<[AtomicU64]>,
     purges: AtomicU64,
+    refresh_claims: Box<[AtomicU64]>,
     ttl: Duration,
     stale_if_error: Duration,
     negative_ttl: Duration,
@@ -197,6 +193,9 @@ impl ImageCache {
             entries,
             generations: (0..GENERATION_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             purges: AtomicU64::new(0),
+            refresh_claims: (0..REFRESH_CLAIM_SLOTS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             ttl: config.ttl,
             stale_if_error: config.stale_if_error,
             negative_ttl: config.negative_ttl,
@@ -264,13 +263,15 @@ impl ImageCache {
         }
     }
 
-    /// Whether this hit by `who` should start the refresh-ahead of `entry`: it falls in the
-    /// last `percent` of what is left of this caller's freshness (the entry's TTL, or in
-    /// per-credential mode this caller's grant if that ends first), and no hit has claimed
-    /// the refresh before. At most one refresh is started per entry and credential, however
-    /// the refresh ends; a refresh needs a credential to fetch with.
+    /// Whether this hit by `who` should start the refresh-ahead of `entry` (image `id`): it
+    /// falls in the last `percent` of what is left of this caller's freshness (the entry's
+    /// TTL, or in per-credential mode this caller's grant if that ends first), and no hit has
+    /// claimed the refresh of this freshness before. So at most one refresh is started per
+    /// entry and credential however the refresh ends (a 429 is not met with a refresh per
+    /// hit), and a refresh needs a credential to fetch with.
     pub fn claim_refresh(
         &self,
+        id: &str,
         entry: &Entry,
         who: Option<Fingerprint>,
         now: Instant,
@@ -280,21 +281,27 @@ impl ImageCache {
             return false;
         }
         let entry_end = entry.stored_at + entry.fresh_for;
-        let (end, claim) = match self.auth_mode {
-            AuthMode::Shared => (entry_end, &entry.refresh_claimed),
+        let (end, since) = match self.auth_mode {
+            AuthMode::Shared => (entry_end, entry.stored_at),
             AuthMode::PerCredential => {
                 let Some(grant) = entry.grants.iter().find(|g| Some(g.who) == who) else {
                     return false;
                 };
-                ((grant.at + self.ttl).min(entry_end), &grant.refresh_claimed)
+                ((grant.at + self.ttl).min(entry_end), grant.at)
             }
         };
         let window = self.ttl.mul_f64(f64::from(percent) / 100.0);
-        now < end
-            && end - now <= window
-            && claim
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        if now >= end || end - now > window {
+            return false;
+        }
+        // The claim marks (image, credential, start of this freshness) in a fixed table
+        // rather than in the entry: no per-entry state. Two keys sharing a slot can at worst
+        // allow one extra refresh.
+        let mut hasher = std::hash::DefaultHasher::new();
+        (id, who, since).hash(&mut hasher);
+        let marker = hasher.finish() | 1;
+        let slot = &self.refresh_claims[(marker as usize) % REFRESH_CLAIM_SLOTS];
+        slot.swap(marker, Ordering::AcqRel) != marker
     }
 
     fn keeps_grants(&self, kind: EntryKind) -> bool {
@@ -336,7 +343,7 @@ impl ImageCache {
                             old.grants
                                 .iter()
                                 .filter(|g| Some(g.who) != who && now < g.at + grant_life)
-                                .map(|g| Grant::new(g.who, g.at)),
+                                .copied(),
                         );
                     }
                     if let Some(who) = who {
@@ -360,7 +367,6 @@ impl ImageCache {
                     fresh_for,
                     keep_for,
                     grants: grants.into_boxed_slice(),
-                    refresh_claimed: AtomicBool::new(false),
                 })))
             })
             .await;

@@ -234,7 +234,7 @@ impl Proxy {
                 if self.refresh_ahead > 0
                     && self
                         .cache
-                        .claim_refresh(&entry, who, started, self.refresh_ahead)
+                        .claim_refresh(id, &entry, who, started, self.refresh_ahead)
                 {
                     self.refresh_in_background(id, request_headers, who);
                 }
