@@ -5,7 +5,7 @@
 //!
 //! Usage: bursts [BINARY=target/release/baremetal-image-cache]
 
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use baremetal_image_cache::sim::{Image, Simulator};
@@ -18,12 +18,8 @@ use hyper_util::rt::TokioExecutor;
 const TOKEN: &str = "t1.burst-bench-token";
 const FOLDER: &str = "b1gburstfolder000001";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
+mod support;
+use support::ProxyProcess;
 
 fn image_id(n: usize) -> String {
     format!("ly5burst{n:012}")
@@ -83,39 +79,19 @@ async fn main() -> ExitCode {
         eprintln!("bursts: cannot start the simulator");
         return ExitCode::FAILURE;
     };
-    let (listen, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let Ok(mut child) = Command::new(&binary)
-        .args([
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-            "--upstream",
-            &format!("http://{upstream}"),
-        ])
-        // 10,000 clients at once, each on its own connection.
-        .args(["--max-connections", "15000"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        eprintln!("bursts: cannot start {binary}");
-        return ExitCode::FAILURE;
-    };
-    let probe = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    for _ in 0..200 {
-        if get(&probe, format!("http://{admin}/readyz"))
-            .await
-            .is_some()
-        {
-            break;
+    // 10,000 clients at once, each on its own connection.
+    let proxy = match ProxyProcess::start(&binary, upstream, &["--max-connections", "15000"]) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("bursts: cannot start {binary}: {e}");
+            return ExitCode::FAILURE;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    if !proxy.wait_ready().await {
+        eprintln!("bursts: the proxy never became ready");
+        return ExitCode::FAILURE;
     }
+    let listen = proxy.listen.clone();
     let mut passed = true;
 
     let cold = [image_id(100)];
@@ -130,8 +106,7 @@ async fn main() -> ExitCode {
     println!("100 images x 100 concurrent: {ok} of 10000 answered 200, upstream requests {seen} (target 100), last answer after {:.1} ms", took.as_secs_f64() * 1000.0);
     passed &= ok == 10_000 && seen == 100;
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(proxy);
     if passed {
         ExitCode::SUCCESS
     } else {

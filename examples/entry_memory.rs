@@ -4,7 +4,7 @@
 //!
 //! Usage: entry_memory [N=100000] [BINARY=target/release/baremetal-image-cache]
 
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use baremetal_image_cache::sim::{Image, Simulator};
@@ -18,21 +18,8 @@ const TOKEN: &str = "t1.memory-bench-token";
 const FOLDER: &str = "b1gmemoryfolder00001";
 const WORKERS: usize = 32;
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
+mod support;
+use support::{rss_kib, ProxyProcess};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
@@ -54,36 +41,30 @@ async fn main() -> ExitCode {
         eprintln!("entry_memory: cannot start the simulator");
         return ExitCode::FAILURE;
     };
-    let (listen, admin) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    );
-    let Ok(mut child) = Command::new(&binary)
-        .args([
-            "--listen",
-            &listen,
-            "--admin-listen",
-            &admin,
-            "--upstream",
-            &format!("http://{upstream}"),
-        ])
-        .args([
+    let proxy = match ProxyProcess::start(
+        &binary,
+        upstream,
+        &[
             "--max-capacity",
             "4GiB",
             "--ttl",
             "1h",
             "--refresh-ahead",
             "0%",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        eprintln!("entry_memory: cannot start {binary}");
-        return ExitCode::FAILURE;
+        ],
+    ) {
+        Ok(proxy) => proxy,
+        Err(e) => {
+            eprintln!("entry_memory: cannot start {binary}: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    let pid = child.id();
+    if !proxy.wait_ready().await {
+        eprintln!("entry_memory: the proxy never became ready");
+        return ExitCode::FAILURE;
+    }
+    let pid = proxy.pid();
+    let listen = proxy.listen.clone();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let get = move |path: String| {
         let client = client.clone();
@@ -98,12 +79,6 @@ async fn main() -> ExitCode {
             Some(status)
         }
     };
-    for _ in 0..200 {
-        if get(format!("http://{admin}/readyz")).await.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     // Warm the connection pools and allocator with a first, small batch before the baseline.
     let warm = 1000.min(n);
     for id in &ids[..warm] {
@@ -145,7 +120,6 @@ async fn main() -> ExitCode {
         after as f64 / 1024.0,
         per_entry - body_len as f64
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(proxy);
     ExitCode::SUCCESS
 }

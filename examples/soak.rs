@@ -10,7 +10,7 @@
 //!
 //! Run it with `bench/soak` (which builds the release binaries first).
 
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +32,9 @@ const CAPACITY_MIB: u64 = 32;
 /// Runtime, allocator slack, connection buffers, metrics: what the process may use beyond
 /// the cache's own bound.
 const FIXED_OVERHEAD_MIB: u64 = 96;
+
+mod support;
+use support::{rss_kib, ProxyProcess};
 
 #[derive(Default)]
 struct Tally {
@@ -60,28 +63,7 @@ fn owner(n: usize) -> usize {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    rss_kib(pid) as f64 / 1024.0
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -108,45 +90,33 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listen = format!("127.0.0.1:{}", free_port());
-    let admin = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(&binary)
-        .args(["--listen", &listen, "--admin-listen", &admin])
-        .args(["--upstream", &format!("http://{upstream}")])
-        .args(["--max-capacity", &format!("{CAPACITY_MIB}MiB")])
-        .args([
-            "--ttl",
-            "30s",
-            "--upstream-timeout",
-            "2s",
-            "--stale-if-error",
-            "2m",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let proxy = match child {
-        Ok(child) => Proxy(child),
+    let capacity = format!("{CAPACITY_MIB}MiB");
+    let extra = [
+        "--max-capacity",
+        &capacity,
+        "--ttl",
+        "30s",
+        "--upstream-timeout",
+        "2s",
+        "--stale-if-error",
+        "2m",
+    ];
+    let proxy = match ProxyProcess::start(&binary, upstream, &extra) {
+        Ok(proxy) => proxy,
         Err(e) => {
             eprintln!("soak: cannot start {binary}: {e} (run bench/soak, which builds it)");
             return ExitCode::FAILURE;
         }
     };
-    let pid = proxy.0.id();
+    if !proxy.wait_ready().await {
+        eprintln!("soak: the proxy never became ready");
+        return ExitCode::FAILURE;
+    }
+    let pid = proxy.pid();
+    let listen = proxy.listen.clone();
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(WORKERS)
         .build_http();
-    for _ in 0..200 {
-        let ready = Request::get(format!("http://{admin}/readyz")).body(Full::default());
-        if let Ok(req) = ready {
-            if matches!(client.request(req).await, Ok(r) if r.status() == StatusCode::OK) {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-
     println!(
         "soak: {} against {binary} (pid {pid}), {TENANTS} tenants, {IMAGES} images ({HOT} hot), {WORKERS} workers, --max-capacity {CAPACITY_MIB}MiB",
         humantime::format_duration(duration)

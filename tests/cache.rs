@@ -181,14 +181,7 @@ async fn a_ready_image_turning_deleting_is_dropped() {
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     h.sim.set_status(IMG, "DELETING");
-    let refreshed = h
-        .call(
-            Method::GET,
-            &image_path(IMG),
-            Some(ALICE),
-            &[("cache-control", "no-cache")],
-        )
-        .await;
+    let refreshed = h.get_fresh(IMG, Some(ALICE)).await;
     assert_eq!(refreshed.x_cache(), "BYPASS");
     assert_eq!(refreshed.json()["status"], "DELETING");
     // The READY copy is gone: the next request goes upstream even though the TTL has not run out.
@@ -205,14 +198,7 @@ async fn no_cache_fetches_and_refreshes_the_entry() {
     let mut image = h.sim.image(IMG).unwrap();
     image.description = "changed upstream".into();
     h.sim.put_image(image);
-    let refreshed = h
-        .call(
-            Method::GET,
-            &image_path(IMG),
-            Some(ALICE),
-            &[("cache-control", "no-cache")],
-        )
-        .await;
+    let refreshed = h.get_fresh(IMG, Some(ALICE)).await;
     assert_eq!(refreshed.x_cache(), "BYPASS");
     assert!(refreshed
         .header("cache-status")
@@ -338,14 +324,7 @@ async fn a_404_drops_a_cached_image() {
         },
         Some(1),
     );
-    let not_found = h
-        .call(
-            Method::GET,
-            &image_path(IMG),
-            Some(ALICE),
-            &[("cache-control", "no-cache")],
-        )
-        .await;
+    let not_found = h.get_fresh(IMG, Some(ALICE)).await;
     assert_eq!(not_found.status, StatusCode::NOT_FOUND);
     assert_eq!(not_found.json()["code"], 5);
     let after = h.get(IMG, Some(ALICE)).await;
@@ -518,14 +497,7 @@ async fn stale_is_served_when_the_upstream_drops_the_connection() {
         Some(fresh.body.len().to_string().as_str())
     );
     // A client that insists on a fresh answer gets the failure instead.
-    let insisting = h
-        .call(
-            Method::GET,
-            &image_path(IMG),
-            Some(ALICE),
-            &[("cache-control", "no-cache")],
-        )
-        .await;
+    let insisting = h.get_fresh(IMG, Some(ALICE)).await;
     assert_eq!(insisting.status, StatusCode::BAD_GATEWAY);
     assert_eq!(
         h.get(IMG, Some(ALICE2)).await.status,

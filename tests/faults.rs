@@ -186,14 +186,7 @@ async fn upstream_5xx_and_429_are_relayed_never_cached_and_keep_the_entry() {
         },
         Some(1),
     );
-    let refused = h
-        .call(
-            Method::GET,
-            &image_path(IMG),
-            Some(ALICE),
-            &[("cache-control", "no-cache")],
-        )
-        .await;
+    let refused = h.get_fresh(IMG, Some(ALICE)).await;
     assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     h.stop().await;

@@ -245,13 +245,7 @@ async fn non_ready_statuses_count_their_reason() {
         h.sim.set_status(IMG, "READY");
         h.get(IMG, Some(ALICE)).await;
         h.sim.set_status(IMG, status);
-        h.call(
-            Method::GET,
-            &image_path(IMG),
-            Some(ALICE),
-            &[("cache-control", "no-cache")],
-        )
-        .await;
+        h.get_fresh(IMG, Some(ALICE)).await;
         let scrape = Scrape::take(&h).await;
         assert_eq!(
             scrape.get(&format!("{P}_invalidations_total{{reason=\"{reason}\"}}")),

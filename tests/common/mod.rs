@@ -176,6 +176,17 @@ impl Harness {
         self.call(Method::GET, &image_path(id), token, &[]).await
     }
 
+    /// GET of an image with `Cache-Control: no-cache`: a fresh answer, whatever is cached.
+    pub async fn get_fresh(&self, id: &str, token: Option<&str>) -> Reply {
+        self.call(
+            Method::GET,
+            &image_path(id),
+            token,
+            &[("cache-control", "no-cache")],
+        )
+        .await
+    }
+
     pub async fn admin(&self, method: Method, path: &str) -> Reply {
         let request = Request::builder()
             .method(method)

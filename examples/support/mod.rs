@@ -1,0 +1,85 @@
+//! What the benchmark and soak programs share: free loopback ports, the proxy binary as a
+//! child process, and its resident memory.
+#![allow(dead_code)]
+
+use std::io;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Resident memory of a process, in KiB (0 if it cannot be read).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The proxy binary running in front of `upstream` on free ports; killed when dropped.
+pub struct ProxyProcess {
+    child: Child,
+    pub listen: String,
+    pub admin: String,
+}
+
+impl ProxyProcess {
+    pub fn start(binary: &str, upstream: SocketAddr, extra: &[&str]) -> io::Result<ProxyProcess> {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let admin = format!("127.0.0.1:{}", free_port());
+        let child = Command::new(binary)
+            .args(["--listen", &listen, "--admin-listen", &admin])
+            .args(["--upstream", &format!("http://{upstream}")])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(ProxyProcess {
+            child,
+            listen,
+            admin,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (5 s at most) until `/readyz` answers 200.
+    pub async fn wait_ready(&self) -> bool {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        for _ in 0..200 {
+            let url = format!("http://{}/readyz", self.admin);
+            if let Ok(request) = Request::get(url).body(Full::default()) {
+                if matches!(client.request(request).await, Ok(r) if r.status() == StatusCode::OK) {
+                    return true;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
