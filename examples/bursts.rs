@@ -80,17 +80,14 @@ async fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     // 10,000 clients at once, each on its own connection.
-    let proxy = match ProxyProcess::start(&binary, upstream, &["--max-connections", "15000"]) {
-        Ok(proxy) => proxy,
-        Err(e) => {
-            eprintln!("bursts: cannot start {binary}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if !proxy.wait_ready().await {
-        eprintln!("bursts: the proxy never became ready");
-        return ExitCode::FAILURE;
-    }
+    let proxy =
+        match ProxyProcess::start_ready(&binary, upstream, &["--max-connections", "15000"]).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                eprintln!("bursts: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let listen = proxy.listen.clone();
     let mut passed = true;
 

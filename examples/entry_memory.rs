@@ -41,7 +41,7 @@ async fn main() -> ExitCode {
         eprintln!("entry_memory: cannot start the simulator");
         return ExitCode::FAILURE;
     };
-    let proxy = match ProxyProcess::start(
+    let proxy = match ProxyProcess::start_ready(
         &binary,
         upstream,
         &[
@@ -52,17 +52,15 @@ async fn main() -> ExitCode {
             "--refresh-ahead",
             "0%",
         ],
-    ) {
+    )
+    .await
+    {
         Ok(proxy) => proxy,
         Err(e) => {
-            eprintln!("entry_memory: cannot start {binary}: {e}");
+            eprintln!("entry_memory: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if !proxy.wait_ready().await {
-        eprintln!("entry_memory: the proxy never became ready");
-        return ExitCode::FAILURE;
-    }
     let pid = proxy.pid();
     let listen = proxy.listen.clone();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();

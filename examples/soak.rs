@@ -101,17 +101,13 @@ async fn main() -> ExitCode {
         "--stale-if-error",
         "2m",
     ];
-    let proxy = match ProxyProcess::start(&binary, upstream, &extra) {
+    let proxy = match ProxyProcess::start_ready(&binary, upstream, &extra).await {
         Ok(proxy) => proxy,
         Err(e) => {
-            eprintln!("soak: cannot start {binary}: {e} (run bench/soak, which builds it)");
+            eprintln!("soak: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if !proxy.wait_ready().await {
-        eprintln!("soak: the proxy never became ready");
-        return ExitCode::FAILURE;
-    }
     let pid = proxy.pid();
     let listen = proxy.listen.clone();
     let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())

@@ -461,10 +461,15 @@ fn parse_addr(raw: &str) -> Result<SocketAddr, String> {
 
 fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
     let d = Config::default();
-    let size = |flag: Option<u64>, value, key| -> Result<Option<u64>, ConfigError> {
+    // Each setting: the flag or environment value, else the file's (parsed here, so that an
+    // error names its key), else the default.
+    let duration = |flag, value, key, default| -> Result<Duration, ConfigError> {
+        Ok(pick(flag, value, key, parse_duration)?.unwrap_or(default))
+    };
+    let size = |flag: Option<u64>, value, key, default| -> Result<u64, ConfigError> {
         match flag {
-            Some(v) => Ok(Some(v)),
-            None => file_size(value, key),
+            Some(v) => Ok(v),
+            None => Ok(file_size(value, key)?.unwrap_or(default)),
         }
     };
     let config = Config {
@@ -478,40 +483,44 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
         .unwrap_or(d.admin_listen),
         upstream: pick(cli.upstream, file.upstream, "upstream", parse_upstream)?
             .unwrap_or(d.upstream),
-        ttl: pick(cli.ttl, file.ttl, "ttl", parse_duration)?.unwrap_or(d.ttl),
-        stale_if_error: pick(
+        ttl: duration(cli.ttl, file.ttl, "ttl", d.ttl)?,
+        stale_if_error: duration(
             cli.stale_if_error,
             file.stale_if_error,
             "stale-if-error",
-            parse_duration,
-        )?
-        .unwrap_or(d.stale_if_error),
-        negative_ttl: pick(
+            d.stale_if_error,
+        )?,
+        negative_ttl: duration(
             cli.negative_ttl,
             file.negative_ttl,
             "negative-ttl",
-            parse_duration,
-        )?
-        .unwrap_or(d.negative_ttl),
-        max_capacity: size(cli.max_capacity, file.max_capacity, "max-capacity")?
-            .unwrap_or(d.max_capacity),
-        max_entry_size: size(cli.max_entry_size, file.max_entry_size, "max-entry-size")?
-            .unwrap_or(d.max_entry_size),
+            d.negative_ttl,
+        )?,
+        max_capacity: size(
+            cli.max_capacity,
+            file.max_capacity,
+            "max-capacity",
+            d.max_capacity,
+        )?,
+        max_entry_size: size(
+            cli.max_entry_size,
+            file.max_entry_size,
+            "max-entry-size",
+            d.max_entry_size,
+        )?,
         auth_mode: cli.auth_mode.or(file.auth_mode).unwrap_or(d.auth_mode),
-        upstream_timeout: pick(
+        upstream_timeout: duration(
             cli.upstream_timeout,
             file.upstream_timeout,
             "upstream-timeout",
-            parse_duration,
-        )?
-        .unwrap_or(d.upstream_timeout),
-        connect_timeout: pick(
+            d.upstream_timeout,
+        )?,
+        connect_timeout: duration(
             cli.connect_timeout,
             file.connect_timeout,
             "connect-timeout",
-            parse_duration,
-        )?
-        .unwrap_or(d.connect_timeout),
+            d.connect_timeout,
+        )?,
         max_waiters_per_key: cli
             .max_waiters_per_key
             .or(file.max_waiters_per_key)
@@ -520,13 +529,12 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             .max_waiters
             .or(file.max_waiters)
             .unwrap_or(d.max_waiters),
-        shutdown_grace: pick(
+        shutdown_grace: duration(
             cli.shutdown_grace,
             file.shutdown_grace,
             "shutdown-grace",
-            parse_duration,
-        )?
-        .unwrap_or(d.shutdown_grace),
+            d.shutdown_grace,
+        )?,
         log_format: cli.log_format.or(file.log_format).unwrap_or(d.log_format),
         refresh_ahead: pick(
             cli.refresh_ahead,
@@ -535,8 +543,12 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             parse_percent,
         )?
         .unwrap_or(d.refresh_ahead),
-        max_header_size: size(cli.max_header_size, file.max_header_size, "max-header-size")?
-            .unwrap_or(d.max_header_size),
+        max_header_size: size(
+            cli.max_header_size,
+            file.max_header_size,
+            "max-header-size",
+            d.max_header_size,
+        )?,
         max_headers: cli
             .max_headers
             .or(file.max_headers)
@@ -545,8 +557,8 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             cli.max_request_body,
             file.max_request_body,
             "max-request-body",
-        )?
-        .unwrap_or(d.max_request_body),
+            d.max_request_body,
+        )?,
         max_connections: cli
             .max_connections
             .or(file.max_connections)
@@ -555,13 +567,12 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             .max_upstream_requests
             .or(file.max_upstream_requests)
             .unwrap_or(d.max_upstream_requests),
-        header_read_timeout: pick(
+        header_read_timeout: duration(
             cli.header_read_timeout,
             file.header_read_timeout,
             "header-read-timeout",
-            parse_duration,
-        )?
-        .unwrap_or(d.header_read_timeout),
+            d.header_read_timeout,
+        )?,
         upstream_retries: cli
             .upstream_retries
             .or(file.upstream_retries)

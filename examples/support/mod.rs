@@ -57,6 +57,20 @@ impl ProxyProcess {
         })
     }
 
+    /// Starts the proxy and waits until it is ready; the error says what went wrong.
+    pub async fn start_ready(
+        binary: &str,
+        upstream: SocketAddr,
+        extra: &[&str],
+    ) -> Result<ProxyProcess, String> {
+        let proxy = ProxyProcess::start(binary, upstream, extra)
+            .map_err(|e| format!("cannot start {binary}: {e}"))?;
+        if !proxy.wait_ready().await {
+            return Err(format!("{binary} never became ready"));
+        }
+        Ok(proxy)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
