@@ -91,7 +91,6 @@ pub struct Metrics {
     evictions: IntCounterVec,
     entries: IntGauge,
     size_bytes: IntGauge,
-    capacity_bytes: IntGauge,
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
@@ -318,7 +317,6 @@ impl Metrics {
             evictions,
             entries,
             size_bytes,
-            capacity_bytes,
             upstream_requests,
             upstream_duration,
             upstream_errors,
@@ -397,11 +395,6 @@ impl Metrics {
         let mut out = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(out)
-    }
-
-    /// The configured capacity, as exported.
-    pub fn capacity_bytes(&self) -> i64 {
-        self.capacity_bytes.get()
     }
 }
 

@@ -165,10 +165,13 @@ impl Proxy {
         let started = Instant::now();
         // Upstream-bound requests get an ID when they are forwarded; a hit only needs one
         // when its debug event is going to be written.
-        if tracing::enabled!(tracing::Level::DEBUG) {
+        let debug = tracing::enabled!(tracing::Level::DEBUG);
+        if debug {
             ensure_request_id(request.headers_mut());
         }
-        let request_id = request.headers().get(&X_REQUEST_ID).cloned();
+        let request_id = debug
+            .then(|| request.headers().get(&X_REQUEST_ID).cloned())
+            .flatten();
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let route = classify(request.method(), target);
         let route_index = route_index(&route);
@@ -199,10 +202,7 @@ impl Proxy {
                 .insert(CACHE_STATUS.clone(), outcome.cache_status());
         }
         tracing::debug!(
-            request_id = request_id
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
+            request_id = request_id.as_ref().map_or("", header_text),
             route = route_label,
             result = outcome.as_ref().map_or("none", |o| o.result.as_str()),
             status = response.status().as_u16(),
@@ -693,12 +693,7 @@ impl Proxy {
         };
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(HOST);
-        let request_id = parts
-            .headers
-            .get(&X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let request_id = request_id_of(&parts.headers).to_string();
         if content_length(&parts.headers).is_some_and(|len| len > self.max_request_body) {
             return self.body_too_large();
         }
@@ -757,10 +752,7 @@ impl Proxy {
 
 /// The one info event per Image.Get upstream fetch.
 fn log_fetch(result: &FlightResult, headers: &HeaderMap, elapsed: Duration, waiters: usize) {
-    let request_id = headers
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let request_id = request_id_of(headers);
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     let coalesced = waiters > 0;
     match result {
@@ -809,6 +801,15 @@ fn route_index(route: &Route<'_>) -> usize {
         Route::ImageMutation { .. } => 1,
         Route::Passthrough => 2,
     }
+}
+
+/// The request's `x-request-id`, for logs ("" if it has none or it is not text).
+fn request_id_of(headers: &HeaderMap) -> &str {
+    headers.get(&X_REQUEST_ID).map_or("", header_text)
+}
+
+fn header_text(value: &HeaderValue) -> &str {
+    value.to_str().unwrap_or("")
 }
 
 /// Gives the request an `x-request-id` if it has none, so that the upstream's logs and ours

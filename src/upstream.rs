@@ -176,11 +176,6 @@ impl Upstream {
         Instant::now() + self.timeout
     }
 
-    /// The upstream's authority, for `Host`.
-    pub fn authority(&self) -> &str {
-        self.base.authority.as_str()
-    }
-
     /// The upstream URI for a raw request target (path and query as received).
     pub fn uri_for(&self, target: &str) -> Result<Uri, http::Error> {
         let mut path = String::with_capacity(self.base.path_prefix.len() + target.len());
