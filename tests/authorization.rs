@@ -101,10 +101,7 @@ async fn shared_mode_keeps_a_refusal_to_its_own_credential() {
         Some(1),
     );
     // Bob (refused) leads the flight; Alice joins it while it runs.
-    let bob = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG, Some(BOB)).await })
-    };
+    let bob = spawn_get(&h, IMG, Some(BOB));
     h.until_upstream_saw(1).await;
     let alice = h.get(IMG, Some(ALICE)).await;
     assert_eq!(bob.await.unwrap().status, StatusCode::FORBIDDEN);

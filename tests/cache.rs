@@ -368,10 +368,7 @@ async fn a_fill_that_races_a_mutation_does_not_bring_the_old_image_back() {
         Fault::SlowDrip(Duration::from_millis(5)),
         Some(1),
     );
-    let fill = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
-    };
+    let fill = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(1).await;
     let patch = http::Request::builder()
         .method(Method::PATCH)

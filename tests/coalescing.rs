@@ -13,8 +13,7 @@ use http::StatusCode;
 async fn burst(h: &Arc<Harness>, id: &'static str, n: usize) -> Vec<Reply> {
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
-        let h = h.clone();
-        tasks.push(tokio::spawn(async move { h.get(id, Some(ALICE)).await }));
+        tasks.push(spawn_get(h, id, Some(ALICE)));
     }
     let mut replies = Vec::with_capacity(n);
     for task in tasks {
@@ -64,10 +63,7 @@ async fn a_burst_on_a_creating_image_collapses_but_is_not_cached() {
     // once the upstream holds the leader's request, and keep that request slow.
     h.sim
         .set_fault(FaultScope::All, Fault::Delay(Duration::from_secs(2)), None);
-    let leader = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
-    };
+    let leader = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(1).await;
     let mut replies = burst(&h, IMG, 200).await;
     replies.push(leader.await.unwrap());
@@ -98,10 +94,7 @@ async fn the_fetch_outlives_a_client_that_disconnects() {
         Fault::Delay(Duration::from_millis(700)),
         None,
     );
-    let leaver = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
-    };
+    let leaver = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(1).await;
     leaver.abort();
     let _ = leaver.await;
@@ -126,10 +119,7 @@ async fn a_failed_leader_hands_over_to_exactly_one_new_leader() {
         .await,
     );
     h.sim.set_fault(FaultScope::All, Fault::Hang, Some(1));
-    let leader = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
-    };
+    let leader = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(1).await;
     // These join the hanging flight; each has its own deadline, later than the leader's.
     let waiters = burst(&h, IMG, 50);
@@ -161,10 +151,7 @@ async fn waiters_past_the_cap_get_503_with_retry_after() {
         Fault::Delay(Duration::from_millis(1500)),
         None,
     );
-    let leader = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
-    };
+    let leader = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(1).await;
     let replies = burst(&h, IMG, 15).await;
     let ok = replies

@@ -378,10 +378,7 @@ async fn past_the_upstream_limit_misses_get_503_at_once_and_hits_keep_flowing() 
     assert_eq!(h.get(IMG2, Some(ALICE)).await.x_cache(), "MISS");
     h.sim
         .set_fault(FaultScope::Image(IMG.into()), Fault::Hang, Some(1));
-    let hanging = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
-    };
+    let hanging = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(2).await;
     let started = Instant::now();
     let busy = h.get(BOB_IMG, Some(BOB)).await;
@@ -518,8 +515,7 @@ async fn a_hot_entry_is_refreshed_once_before_it_expires() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut hits = Vec::new();
     for _ in 0..20 {
-        let h = h.clone();
-        hits.push(tokio::spawn(async move { h.get(IMG, Some(ALICE)).await }));
+        hits.push(spawn_get(&h, IMG, Some(ALICE)));
     }
     for hit in hits {
         assert_eq!(hit.await.unwrap().x_cache(), "HIT");

@@ -41,15 +41,11 @@ async fn known_traffic_moves_each_counter_exactly() {
         Fault::Delay(Duration::from_millis(600)),
         None,
     );
-    let leader = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG2, Some(ALICE)).await })
-    };
+    let leader = spawn_get(&h, IMG2, Some(ALICE));
     h.until_upstream_saw(2).await;
     let mut waiters = Vec::new();
     for _ in 0..5 {
-        let h = h.clone();
-        waiters.push(tokio::spawn(async move { h.get(IMG2, Some(ALICE)).await }));
+        waiters.push(spawn_get(&h, IMG2, Some(ALICE)));
     }
     for w in waiters {
         assert_eq!(w.await.unwrap().status, StatusCode::OK);
@@ -188,14 +184,10 @@ async fn in_flight_fetches_and_waiters_are_current_at_scrape_time() {
     let h = Arc::new(Harness::start().await);
     h.sim.set_fault(FaultScope::All, Fault::Hang, Some(1));
     let mut requests = Vec::new();
-    let leader = {
-        let h = h.clone();
-        tokio::spawn(async move { h.get(IMG, Some(ALICE)).await })
-    };
+    let leader = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(1).await;
     for _ in 0..3 {
-        let h = h.clone();
-        requests.push(tokio::spawn(async move { h.get(IMG, Some(ALICE)).await }));
+        requests.push(spawn_get(&h, IMG, Some(ALICE)));
     }
     let mut scrape = Scrape::take(&h).await;
     for _ in 0..200 {

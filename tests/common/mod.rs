@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use baremetal_image_cache::config::{AuthMode, Config, UpstreamUrl};
@@ -221,6 +222,12 @@ impl Harness {
                 .expect("proxy task");
         }
     }
+}
+
+/// Starts `h.get(id, token)` in its own task, for requests that must be in flight together.
+pub fn spawn_get(h: &Arc<Harness>, id: &str, token: Option<&str>) -> JoinHandle<Reply> {
+    let (h, id, token) = (h.clone(), id.to_string(), token.map(str::to_string));
+    tokio::spawn(async move { h.get(&id, token.as_deref()).await })
 }
 
 pub async fn send(
