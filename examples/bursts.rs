@@ -10,30 +10,19 @@ use std::time::{Duration, Instant};
 
 use baremetal_image_cache::sim::{Image, Simulator};
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use http::StatusCode;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 const TOKEN: &str = "t1.burst-bench-token";
 const FOLDER: &str = "b1gburstfolder000001";
 
 mod support;
-use support::ProxyProcess;
+use support::{get_with_token, ProxyProcess};
 
 fn image_id(n: usize) -> String {
     format!("ly5burst{n:012}")
-}
-
-async fn get(client: &Client<HttpConnector, Full<Bytes>>, url: String) -> Option<StatusCode> {
-    let request = Request::get(url)
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::default())
-        .ok()?;
-    let response = client.request(request).await.ok()?;
-    let status = response.status();
-    response.into_body().collect().await.ok()?;
-    Some(status)
 }
 
 /// Fires `per_image` concurrent requests at each of `images`, all at once; returns how many
@@ -52,7 +41,7 @@ async fn burst(listen: &str, images: &[String], per_image: usize) -> (usize, Dur
             let url = format!("http://{listen}/baremetal/v1alpha/images/{id}");
             tasks.push(tokio::spawn(async move {
                 start.wait().await;
-                get(&client, url).await
+                get_with_token(&client, url, TOKEN).await
             }));
         }
     }

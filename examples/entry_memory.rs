@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use baremetal_image_cache::sim::{Image, Simulator};
 use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
+
+use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -19,7 +19,7 @@ const FOLDER: &str = "b1gmemoryfolder00001";
 const WORKERS: usize = 32;
 
 mod support;
-use support::{rss_kib, ProxyProcess};
+use support::{get_with_token, rss_kib, ProxyProcess};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> ExitCode {
@@ -64,18 +64,9 @@ async fn main() -> ExitCode {
     let pid = proxy.pid();
     let listen = proxy.listen.clone();
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
-    let get = move |path: String| {
+    let get = move |url: String| {
         let client = client.clone();
-        async move {
-            let request = Request::get(path)
-                .header("authorization", format!("Bearer {TOKEN}"))
-                .body(Full::default())
-                .ok()?;
-            let response = client.request(request).await.ok()?;
-            let status = response.status();
-            response.into_body().collect().await.ok()?;
-            Some(status)
-        }
+        async move { get_with_token(&client, url, TOKEN).await }
     };
     // Warm the connection pools and allocator with a first, small batch before the baseline.
     let warm = 1000.min(n);

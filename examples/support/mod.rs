@@ -9,9 +9,27 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+
+/// GETs `url` with a Bearer token and reads the whole answer; its status, or `None` if the
+/// exchange failed.
+pub async fn get_with_token(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    url: String,
+    token: &str,
+) -> Option<StatusCode> {
+    let request = Request::get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::default())
+        .ok()?;
+    let response = client.request(request).await.ok()?;
+    let status = response.status();
+    response.into_body().collect().await.ok()?;
+    Some(status)
+}
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
