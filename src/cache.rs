@@ -16,13 +16,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
-use moka::Expiry;
 
 use crate::auth::Fingerprint;
 use crate::config::{AuthMode, Config};
 
 /// Fixed cost charged to each entry beyond its body and headers: the key, the `Entry`
-/// struct, moka's own node and the per-entry timer wheel slot.
+/// struct and moka's own nodes.
 const ENTRY_OVERHEAD: usize = 256;
 
 /// Most credentials remembered per image. Past this the oldest grant is forgotten, which
@@ -55,14 +54,16 @@ impl Grant {
 pub struct Entry {
     pub kind: EntryKind,
     pub status: StatusCode,
-    /// The upstream's headers that may be replayed (no per-request or hop-by-hop ones); a
-    /// plain list, which costs a fraction of a `HeaderMap` per entry.
-    pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// How long after `stored_at` the entry is fresh, in milliseconds: 4 bytes that fit in
+    /// the padding beside `kind` and `status`, where an `Instant` would cost 16 more per
+    /// entry. `--ttl` and `--negative-ttl` are capped at 30 days so it always fits.
+    fresh_for_ms: u32,
+    /// The upstream's headers that may be replayed (no per-request or hop-by-hop ones): a
+    /// plain list shared by every entry with the same headers, see [`HeaderSets`].
+    pub headers: HeaderSet,
     pub body: Bytes,
     /// When the upstream's answer arrived: the base of `Age` and of freshness.
     pub stored_at: Instant,
-    fresh_for: Duration,
-    keep_for: Duration,
     grants: Box<[Grant]>,
 }
 
@@ -72,9 +73,14 @@ impl Entry {
         now.saturating_duration_since(self.stored_at)
     }
 
+    /// When freshness ends. The entry is kept past it by the stale-if-error window.
+    fn fresh_until(&self) -> Instant {
+        self.stored_at + Duration::from_millis(u64::from(self.fresh_for_ms))
+    }
+
     /// Remaining freshness in whole seconds; negative once stale.
     pub fn ttl_secs(&self, now: Instant) -> i64 {
-        let expires = self.stored_at + self.fresh_for;
+        let expires = self.fresh_until();
         if now <= expires {
             (expires - now).as_secs() as i64
         } else {
@@ -85,7 +91,7 @@ impl Entry {
     }
 
     fn is_fresh(&self, now: Instant) -> bool {
-        now < self.stored_at + self.fresh_for
+        now < self.fresh_until()
     }
 
     fn weight(&self, id: &str) -> u32 {
@@ -125,26 +131,63 @@ pub fn removal_cause_label(cause: RemovalCause) -> &'static str {
     }
 }
 
-struct PerEntryExpiry;
+/// The cache key: an image ID. Up to 24 bytes (every real ID) it is held inline, so the
+/// key costs no allocation of its own beside the `Arc` moka wraps every key in.
+type ImageKey = compact_str::CompactString;
 
-impl Expiry<Arc<str>, Arc<Entry>> for PerEntryExpiry {
-    fn expire_after_create(
-        &self,
-        _: &Arc<str>,
-        entry: &Arc<Entry>,
-        _: Instant,
-    ) -> Option<Duration> {
-        Some(entry.keep_for)
+/// A list of replayable headers, shared between entries. An `Arc<Vec>` rather than an
+/// `Arc<[_]>`: a thin pointer, which keeps `Entry` in a smaller allocation class.
+pub type HeaderSet = Arc<Vec<(HeaderName, HeaderValue)>>;
+
+/// Slots of [`HeaderSets`].
+const HEADER_SET_SLOTS: usize = 16;
+
+/// The last few distinct header lists stored. Nearly every image answer carries the same
+/// replayable headers (`content-type: application/json`), so entries share one list instead
+/// of holding a copy each, which saves about 100 bytes per entry. Bounded: a new list takes
+/// a slot in turn, and an evicted list lives on only in the entries that use it.
+struct HeaderSets {
+    slots: std::sync::Mutex<(usize, Vec<HeaderSet>)>,
+}
+
+impl HeaderSets {
+    fn new() -> Self {
+        HeaderSets {
+            slots: std::sync::Mutex::new((0, Vec::with_capacity(HEADER_SET_SLOTS))),
+        }
     }
 
-    fn expire_after_update(
-        &self,
-        _: &Arc<str>,
-        entry: &Arc<Entry>,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(entry.keep_for)
+    fn intern(&self, headers: &HeaderMap) -> HeaderSet {
+        let same = |set: &HeaderSet| {
+            set.len() == headers.len()
+                && set
+                    .iter()
+                    .zip(headers.iter())
+                    .all(|((n1, v1), (n2, v2))| n1 == n2 && v1 == v2)
+        };
+        // Held only for a scan of at most 16 short lists, never across an await; a poisoned
+        // lock only means a panic elsewhere left the list as it was, which is still valid.
+        let mut guard = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (next, sets) = &mut *guard;
+        if let Some(set) = sets.iter().find(|set| same(set)) {
+            return Arc::clone(set);
+        }
+        let set: HeaderSet = Arc::new(
+            headers
+                .iter()
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect(),
+        );
+        if sets.len() < HEADER_SET_SLOTS {
+            sets.push(Arc::clone(&set));
+        } else {
+            sets[*next] = Arc::clone(&set);
+            *next = (*next + 1) % HEADER_SET_SLOTS;
+        }
+        set
     }
 }
 
@@ -170,7 +213,8 @@ const REFRESH_CLAIM_SLOTS: usize = 4096;
 pub struct Generation(u64);
 
 pub struct ImageCache {
-    entries: Cache<Arc<str>, Arc<Entry>>,
+    entries: Cache<ImageKey, Arc<Entry>>,
+    header_sets: HeaderSets,
     generations: Box<[AtomicU64]>,
     purges: AtomicU64,
     refresh_claims: Box<[AtomicU64]>,
@@ -185,12 +229,16 @@ impl ImageCache {
     pub fn new(config: &Config, on_evict: impl Fn(RemovalCause) + Send + Sync + 'static) -> Self {
         let entries = Cache::builder()
             .max_capacity(config.max_capacity)
-            .weigher(|id: &Arc<str>, entry: &Arc<Entry>| entry.weight(id))
-            .expire_after(PerEntryExpiry)
+            .weigher(|id: &ImageKey, entry: &Arc<Entry>| entry.weight(id))
+            // One time-to-live for every entry, long enough for the longest-lived kind; each
+            // lookup checks the entry's own window. moka's per-entry expiry would cost a
+            // timer-wheel node per entry, about 20 bytes.
+            .time_to_live((config.ttl + config.stale_if_error).max(config.negative_ttl))
             .eviction_listener(move |_, _, cause| on_evict(cause))
             .build();
         ImageCache {
             entries,
+            header_sets: HeaderSets::new(),
             generations: (0..GENERATION_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             purges: AtomicU64::new(0),
             refresh_claims: (0..REFRESH_CLAIM_SLOTS)
@@ -235,6 +283,7 @@ impl ImageCache {
         // A stale entry is only worth anything while the upstream fails; its reader must
         // still have been granted it inside the same window.
         if entry.kind == EntryKind::Ready
+            && now < entry.fresh_until() + self.stale_if_error
             && self.may_read(&entry, who, now, self.ttl + self.stale_if_error)
         {
             return Lookup::Stale(entry);
@@ -280,7 +329,7 @@ impl ImageCache {
         if entry.kind != EntryKind::Ready || who.is_none() {
             return false;
         }
-        let entry_end = entry.stored_at + entry.fresh_for;
+        let entry_end = entry.fresh_until();
         let (end, since) = match self.auth_mode {
             AuthMode::Shared => (entry_end, entry.stored_at),
             AuthMode::PerCredential => {
@@ -319,14 +368,14 @@ impl ImageCache {
         who: Option<Fingerprint>,
         generation: Generation,
     ) -> bool {
-        let (fresh_for, keep_for) = match new.kind {
-            EntryKind::Ready => (self.ttl, self.ttl + self.stale_if_error),
-            EntryKind::NotFound => (self.negative_ttl, self.negative_ttl),
+        let fresh_for = match new.kind {
+            EntryKind::Ready => self.ttl,
+            EntryKind::NotFound => self.negative_ttl,
         };
         let grant_life = self.ttl + self.stale_if_error;
         let result = self
             .entries
-            .entry(Arc::from(id))
+            .entry(ImageKey::from(id))
             .and_compute_with(|old| {
                 let old = old.map(|e| e.into_value());
                 let outdated = self.generation(id) != generation;
@@ -357,15 +406,10 @@ impl ImageCache {
                 std::future::ready(Op::Put(Arc::new(Entry {
                     kind: new.kind,
                     status: new.status,
-                    headers: new
-                        .headers
-                        .iter()
-                        .map(|(name, value)| (name.clone(), value.clone()))
-                        .collect(),
+                    headers: self.header_sets.intern(&new.headers),
                     body: new.body.clone(),
                     stored_at: new.received_at,
-                    fresh_for,
-                    keep_for,
+                    fresh_for_ms: u32::try_from(fresh_for.as_millis()).unwrap_or(u32::MAX),
                     grants: grants.into_boxed_slice(),
                 })))
             })
@@ -609,5 +653,64 @@ mod tests {
             };
             assert!(entry.grants.len() <= MAX_GRANTS_PER_ENTRY);
         }
+    }
+
+    #[tokio::test]
+    async fn entries_with_the_same_headers_share_one_list() {
+        let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
+        let with_type = |body| {
+            let mut new = ready(body);
+            new.headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            new
+        };
+        assert!(store(&cache, "ly5a", with_type("a"), None).await);
+        assert!(store(&cache, "ly5b", with_type("b"), None).await);
+        let mut other = with_type("c");
+        other
+            .headers
+            .insert("x-other", HeaderValue::from_static("1"));
+        assert!(store(&cache, "ly5c", other, None).await);
+        let now = Instant::now();
+        let (Lookup::Fresh(a), Lookup::Fresh(b), Lookup::Fresh(c)) = (
+            cache.lookup("ly5a", None, now).await,
+            cache.lookup("ly5b", None, now).await,
+            cache.lookup("ly5c", None, now).await,
+        ) else {
+            panic!("all three are fresh");
+        };
+        assert!(Arc::ptr_eq(&a.headers, &b.headers));
+        assert!(!Arc::ptr_eq(&a.headers, &c.headers));
+        assert_eq!(c.headers.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_older_than_the_stale_window_is_never_served() {
+        // moka keeps every entry for one fixed time after it was stored, so an answer that
+        // was already old when stored (from another instance) must be bounded by lookup.
+        let cache = ImageCache::new(
+            &Config {
+                stale_if_error: Duration::from_secs(30),
+                ..config(AuthMode::Shared)
+            },
+            |_| {},
+        );
+        let now = Instant::now();
+        let mut old = ready("old");
+        old.received_at = now - Duration::from_secs(60 + 31);
+        assert!(store(&cache, "ly5old", old, None).await);
+        assert!(matches!(
+            cache.lookup("ly5old", None, now).await,
+            Lookup::Miss
+        ));
+        let mut stale = ready("stale");
+        stale.received_at = now - Duration::from_secs(60 + 29);
+        assert!(store(&cache, "ly5stale", stale, None).await);
+        assert!(matches!(
+            cache.lookup("ly5stale", None, now).await,
+            Lookup::Stale(_)
+        ));
     }
 }

@@ -582,12 +582,23 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// Longest `--ttl` and `--negative-ttl`.
+const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 impl Config {
     /// Rejects values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
         if self.ttl.is_zero() {
             return invalid("ttl", "must be more than 0s");
+        }
+        // Entries hold their freshness in 32-bit milliseconds (49 days); an image answer
+        // trusted for longer than a month is a mistake anyway.
+        if self.ttl > MAX_TTL {
+            return invalid("ttl", "must be at most 30days");
+        }
+        if self.negative_ttl > MAX_TTL {
+            return invalid("negative-ttl", "must be at most 30days");
         }
         if self.upstream_timeout.is_zero() {
             return invalid("upstream-timeout", "must be more than 0s");

@@ -70,6 +70,7 @@ fn every_bad_configuration_fails_naming_what_was_wrong() {
             "--listen",
         ),
         (vec!["--ttl".into(), "0s".into()], vec![], "ttl"),
+        (vec!["--ttl".into(), "31days".into()], vec![], "ttl"),
         (vec![], vec![("BAREMETAL_IMAGE_CACHE_TTL", "soon")], "--ttl"),
         (
             vec![],
