@@ -121,7 +121,88 @@ pub struct Config {
     pub max_upstream_requests: usize,
     pub header_read_timeout: Duration,
     pub upstream_retries: u32,
+    /// The shared second tier; `None` runs a single-tier cache.
+    pub redis: Option<RedisConfig>,
 }
+
+/// The Redis second tier (`--redis` and the `redis-*` settings).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URLs: one server, or the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// Talk Redis Cluster even to a single seed URL (several URLs always mean a cluster).
+    pub cluster: bool,
+    /// Key of the keyed hash that names shared authorization records; without it, in
+    /// per-credential mode, who may read an image stays known only to each instance.
+    pub grant_key: Option<Secret>,
+    /// Deadline of each Redis command, connecting included.
+    pub timeout: Duration,
+    /// How long a fill lease lasts: a fill that takes longer may be repeated by another
+    /// instance, and a dead instance's lease is taken over after it.
+    pub lease: Duration,
+    /// Prefix of every key and channel, so that fleets can share a Redis.
+    pub prefix: String,
+}
+
+impl RedisConfig {
+    pub fn is_cluster(&self) -> bool {
+        self.cluster || self.urls.len() > 1
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field(
+                "urls",
+                &self
+                    .urls
+                    .iter()
+                    .map(|u| redacted_url(u))
+                    .collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("grant_key", &self.grant_key)
+            .field("timeout", &self.timeout)
+            .field("lease", &self.lease)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+/// A URL with its password (if any) replaced, fit for logs and errors.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A secret setting: its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Shortest `redis-grant-key`: a shorter key could be guessed, and with it a forged
+/// authorization record would serve an image to a credential that may not read it.
+const MIN_GRANT_KEY_LEN: usize = 32;
 
 impl Default for Config {
     fn default() -> Self {
@@ -153,6 +234,7 @@ impl Default for Config {
             max_upstream_requests: 512,
             header_read_timeout: Duration::from_secs(10),
             upstream_retries: 2,
+            redis: None,
         }
     }
 }
@@ -297,6 +379,33 @@ struct Cli {
     /// Retries of a GET whose upstream connection failed, with jittered backoff [default: 2]
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_UPSTREAM_RETRIES", value_name = "N")]
     upstream_retries: Option<u32>,
+    /// Shared second tier: a redis:// or rediss:// URL, or comma-separated cluster seed URLs [default: off]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REDIS", value_name = "URL[,URL...]")]
+    redis: Option<String>,
+    /// Treat a single --redis URL as a Redis Cluster seed node
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REDIS_CLUSTER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    redis_cluster: Option<bool>,
+    /// Key (32+ characters, the same on every instance) that lets instances share who may read an image; pass it by environment or file [default: none]
+    #[arg(
+        long,
+        env = "BAREMETAL_IMAGE_CACHE_REDIS_GRANT_KEY",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    redis_grant_key: Option<String>,
+    /// Deadline of each Redis command; past it the tier is skipped for that request [default: 250ms]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REDIS_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    redis_timeout: Option<Duration>,
+    /// Fleet fill lease: how long other instances wait for one instance's fetch [default: 3s]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REDIS_LEASE", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    redis_lease: Option<Duration>,
+    /// Prefix of every Redis key and channel [default: baremetal-image-cache:]
+    #[arg(
+        long,
+        env = "BAREMETAL_IMAGE_CACHE_REDIS_PREFIX",
+        value_name = "PREFIX"
+    )]
+    redis_prefix: Option<String>,
 }
 
 /// The configuration file: the same keys as the flags, without `--`. Values are kept raw so
@@ -327,6 +436,12 @@ struct FileConfig {
     max_upstream_requests: Option<usize>,
     header_read_timeout: Option<String>,
     upstream_retries: Option<u32>,
+    redis: Option<String>,
+    redis_cluster: Option<bool>,
+    redis_grant_key: Option<String>,
+    redis_timeout: Option<String>,
+    redis_lease: Option<String>,
+    redis_prefix: Option<String>,
 }
 
 /// Sizes may be written as a string ("8MiB") or a plain integer of bytes.
@@ -364,6 +479,12 @@ const KEYS: &[&str] = &[
     "max-upstream-requests",
     "header-read-timeout",
     "upstream-retries",
+    "redis",
+    "redis-cluster",
+    "redis-grant-key",
+    "redis-timeout",
+    "redis-lease",
+    "redis-prefix",
 ];
 
 fn env_name(key: &str) -> String {
@@ -451,6 +572,39 @@ fn file_size(value: Option<SizeValue>, key: &str) -> Result<Option<u64>, ConfigE
             .map(Some)
             .map_err(|e| ConfigError::Invalid(format!("config file: key `{key}`: {e}"))),
     }
+}
+
+fn invalid_setting(key: &str, why: String) -> ConfigError {
+    ConfigError::Invalid(format!("{key}: {why}"))
+}
+
+/// One `redis://` or `rediss://` URL, or several separated by commas (cluster seeds).
+fn parse_redis_urls(raw: &str) -> Result<Vec<String>, String> {
+    let urls: Vec<String> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect();
+    if urls.is_empty() {
+        return Err("give a redis:// or rediss:// URL".to_string());
+    }
+    for url in &urls {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(format!(
+                "{:?} is not a redis:// or rediss:// URL",
+                redacted_url(url)
+            ));
+        }
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+            return Err(format!(
+                "{:?} is not a Redis URL ({:?})",
+                redacted_url(url),
+                e.kind()
+            ));
+        }
+    }
+    Ok(urls)
 }
 
 fn parse_addr(raw: &str) -> Result<SocketAddr, String> {
@@ -577,6 +731,30 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             .upstream_retries
             .or(file.upstream_retries)
             .unwrap_or(d.upstream_retries),
+        redis: match cli.redis.or(file.redis) {
+            None => None,
+            Some(raw) => Some(RedisConfig {
+                urls: parse_redis_urls(&raw).map_err(|e| invalid_setting("redis", e))?,
+                cluster: cli.redis_cluster.or(file.redis_cluster).unwrap_or(false),
+                grant_key: cli.redis_grant_key.or(file.redis_grant_key).map(Secret),
+                timeout: duration(
+                    cli.redis_timeout,
+                    file.redis_timeout,
+                    "redis-timeout",
+                    Duration::from_millis(250),
+                )?,
+                lease: duration(
+                    cli.redis_lease,
+                    file.redis_lease,
+                    "redis-lease",
+                    Duration::from_secs(3),
+                )?,
+                prefix: cli
+                    .redis_prefix
+                    .or(file.redis_prefix)
+                    .unwrap_or_else(|| "baremetal-image-cache:".to_string()),
+            }),
+        },
     };
     config.validate()?;
     Ok(config)
@@ -599,6 +777,21 @@ impl Config {
         }
         if self.negative_ttl > MAX_TTL {
             return invalid("negative-ttl", "must be at most 30days");
+        }
+        if let Some(redis) = &self.redis {
+            if redis.timeout.is_zero() {
+                return invalid("redis-timeout", "must be more than 0s");
+            }
+            if redis.lease.is_zero() {
+                return invalid("redis-lease", "must be more than 0s");
+            }
+            if redis
+                .grant_key
+                .as_ref()
+                .is_some_and(|k| k.expose().len() < MIN_GRANT_KEY_LEN)
+            {
+                return invalid("redis-grant-key", "must be at least 32 characters");
+            }
         }
         if self.upstream_timeout.is_zero() {
             return invalid("upstream-timeout", "must be more than 0s");
@@ -743,5 +936,31 @@ mod tests {
         assert_eq!(u.path_prefix, "/api");
         assert!(UpstreamUrl::parse("127.0.0.1:9000").is_err());
         assert!(UpstreamUrl::parse("http://user:pw@host").is_err());
+    }
+
+    #[test]
+    fn redis_settings_parse_and_never_show_secrets() {
+        let c = merge(
+            cli(&[
+                "--redis",
+                "redis://:pw-one@10.0.0.1:6379, rediss://u:pw-two@10.0.0.2:6380",
+                "--redis-grant-key",
+                "0123456789abcdef0123456789abcdef-key",
+            ]),
+            file("redis-timeout = \"100ms\"\nredis-prefix = \"fleet-a:\""),
+        )
+        .unwrap();
+        let redis = c.redis.clone().unwrap();
+        assert_eq!(redis.urls.len(), 2);
+        assert!(redis.is_cluster());
+        assert_eq!(redis.timeout, Duration::from_millis(100));
+        assert_eq!(redis.lease, Duration::from_secs(3));
+        assert_eq!(redis.prefix, "fleet-a:");
+        let shown = format!("{c:?}");
+        for secret in ["pw-one", "pw-two", "0123456789abcdef"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("10.0.0.2:6380"));
+        assert_eq!(merge(cli(&[]), file("")).unwrap().redis, None);
     }
 }

@@ -71,6 +71,16 @@ fn every_bad_configuration_fails_naming_what_was_wrong() {
         ),
         (vec!["--ttl".into(), "0s".into()], vec![], "ttl"),
         (vec!["--ttl".into(), "31days".into()], vec![], "ttl"),
+        (
+            vec!["--redis".into(), "http://cache:6379".into()],
+            vec![],
+            "redis",
+        ),
+        (
+            vec!["--redis".into(), "redis://127.0.0.1:6379".into()],
+            vec![("BAREMETAL_IMAGE_CACHE_REDIS_GRANT_KEY", "short")],
+            "redis-grant-key",
+        ),
         (vec![], vec![("BAREMETAL_IMAGE_CACHE_TTL", "soon")], "--ttl"),
         (
             vec![],
@@ -103,6 +113,20 @@ fn every_bad_configuration_fails_naming_what_was_wrong() {
         let stderr = fails(&args, &env);
         assert!(stderr.contains(named), "{args:?} {env:?}: {stderr}");
     }
+    // A password in a bad Redis URL is not repeated back.
+    let stderr = fails(
+        &["--redis", "rediss://user:hunter2@cache:6379,ftp://x"],
+        &[],
+    );
+    assert!(
+        stderr.contains("redis") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
+    let stderr = fails(&["--redis", "ftp://user:hunter2@cache"], &[]);
+    assert!(
+        stderr.contains("redis") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
 }
 
 #[test]
