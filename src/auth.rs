@@ -69,6 +69,38 @@ impl CredentialHasher {
     }
 }
 
+/// Names the fleet's shared authorization records: HMAC-SHA256, under the configured
+/// `--redis-grant-key`, of the image ID and the request's credential. Every instance with the
+/// key computes the same name; without the key the name says nothing about the token, and
+/// nobody can make a record for a token they do not hold. Runs only on a local miss.
+pub struct GrantHasher {
+    key: ring::hmac::Key,
+}
+
+impl GrantHasher {
+    pub fn new(secret: &[u8]) -> GrantHasher {
+        GrantHasher {
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret),
+        }
+    }
+
+    /// The record name (hex) for `headers`' credential reading image `id`, or `None`
+    /// without a credential.
+    pub fn record(&self, id: &str, headers: &HeaderMap) -> Option<String> {
+        let mut values = headers.get_all(AUTHORIZATION).iter().peekable();
+        values.peek()?;
+        let mut context = ring::hmac::Context::with_key(&self.key);
+        context.update(&(id.len() as u64).to_be_bytes());
+        context.update(id.as_bytes());
+        for value in values {
+            context.update(&(value.len() as u64).to_be_bytes());
+            context.update(value.as_bytes());
+        }
+        let tag = context.sign();
+        Some(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +130,26 @@ mod tests {
             hasher.fingerprint(&headers(&["Bearer t1.alice", "Bearer t1.bob"]))
         );
         assert_eq!(hasher.fingerprint(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn grant_records_depend_on_key_image_and_token_and_hide_the_token() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let one = GrantHasher::new(key);
+        let same = GrantHasher::new(key);
+        let other = GrantHasher::new(b"another-key-of-thirty-two-bytes!");
+        let alice = headers(&["Bearer t1.alice"]);
+        let record = one.record("ly5a", &alice).unwrap_or_default();
+        assert_eq!(record.len(), 64);
+        assert!(!record.contains("alice"));
+        assert_eq!(Some(record.clone()), same.record("ly5a", &alice));
+        assert_ne!(Some(record.clone()), other.record("ly5a", &alice));
+        assert_ne!(Some(record.clone()), one.record("ly5b", &alice));
+        assert_ne!(
+            Some(record),
+            one.record("ly5a", &headers(&["Bearer t1.bob"]))
+        );
+        assert_eq!(one.record("ly5a", &HeaderMap::new()), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //!                 ├──> auth       (Authorization -> keyed fingerprint)
 //!                 ├──> cache      (moka: entries, freshness, grants, invalidation)
 //!                 ├──> coalesce   (one flight per key; leader task, waiters)
+//!                 ├──> fleet      (optional Redis tier: shared values, leases, invalidation)
 //!                 ├──> upstream   (hyper-util client, rustls, timeouts, error mapping)
 //!                 └──> outcome    (hit | miss | stale | bypass -> headers, metrics, logs)
 //! admin ──> metrics (Prometheus registry), cache purges, health, readiness
@@ -21,7 +22,9 @@
 //!   shutdown; [`run`] is the entry point that the binary and the tests call.
 //! - [`proxy`] is the service: it classifies a request with [`route`], answers Image.Get from
 //!   [`cache`] for callers that [`auth`] says may see the entry, joins or leads a flight in
-//!   [`coalesce`] on a miss, and forwards everything else through [`upstream`].
+//!   [`coalesce`] on a miss, and forwards everything else through [`upstream`]. With
+//!   `--redis`, the leader of a flight first asks the [`fleet`] tier: another instance may
+//!   have the image already, or be fetching it under a lease this instance then waits on.
 //! - [`outcome`] is the one value per request that the `X-Cache`/`Cache-Status` headers,
 //!   the [`metrics`] and the logs are made from; [`body`] is the response body type.
 //! - [`admin`] serves `/metrics`, `/healthz`, `/readyz` and the purge endpoints.
@@ -34,6 +37,7 @@ pub mod body;
 pub mod cache;
 pub mod coalesce;
 pub mod config;
+pub mod fleet;
 pub mod logging;
 pub mod metrics;
 pub mod outcome;

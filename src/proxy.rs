@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
@@ -26,6 +26,7 @@ use crate::body::ProxyBody;
 use crate::cache::{removal_cause_label, EntryKind, Generation, ImageCache, Lookup, NewEntry};
 use crate::coalesce::{Coalescer, Joined, Overloaded, Wait};
 use crate::config::{AuthMode, Config};
+use crate::fleet::{Accept, Claim, Fleet, SharedAnswer};
 use crate::metrics::{InvalidationReason, Metrics, Rejection};
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::{classify, Route, IMAGES_PREFIX};
@@ -114,6 +115,17 @@ pub struct Proxy {
     max_request_body: u64,
     refresh_ahead: u8,
     upstream_timeout: Duration,
+    fleet: Option<Arc<Fleet>>,
+}
+
+/// What an upstream answer means for the rest of the fleet.
+enum FleetEffect {
+    /// A READY image: share it.
+    Share(SharedAnswer, SystemTime),
+    /// The image is no longer what others may hold: drop it everywhere.
+    Invalidate,
+    /// Nothing to tell.
+    Nothing,
 }
 
 /// One Image.Get answer before its cache headers are set: the response and what happened.
@@ -125,7 +137,20 @@ impl Proxy {
             let metrics = metrics.clone();
             move |cause| metrics.evicted(removal_cause_label(cause))
         };
-        Ok(Arc::new(Proxy {
+        let fleet = match &config.redis {
+            None => None,
+            Some(redis) => {
+                // rediss:// goes through rustls; make ring its provider before anything asks.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Some(Arc::new(Fleet::new(
+                    redis,
+                    config.auth_mode,
+                    config.ttl,
+                    metrics.l2().clone(),
+                )?))
+            }
+        };
+        let proxy = Arc::new(Proxy {
             cache: ImageCache::new(config, on_evict),
             flights: Coalescer::new(config.max_waiters_per_key, config.max_waiters),
             upstream: Upstream::new(config, metrics.clone())?,
@@ -136,7 +161,23 @@ impl Proxy {
             max_request_body: config.max_request_body,
             refresh_ahead: config.refresh_ahead,
             upstream_timeout: config.upstream_timeout,
-        }))
+            fleet,
+        });
+        if let Some(fleet) = &proxy.fleet {
+            fleet.listen(Arc::downgrade(&proxy), |proxy: Arc<Proxy>, id| async move {
+                proxy.dropped_by_fleet(id.as_deref()).await;
+            });
+        }
+        Ok(proxy)
+    }
+
+    /// Another instance invalidated `id` (`None`: everything, or messages were missed).
+    async fn dropped_by_fleet(&self, id: Option<&str>) {
+        let dropped = match id {
+            Some(id) => u64::from(self.cache.invalidate(id).await),
+            None => self.cache.purge_all().await,
+        };
+        self.metrics.invalidated(InvalidationReason::Fleet, dropped);
     }
 
     pub fn cache(&self) -> &ImageCache {
@@ -236,7 +277,7 @@ impl Proxy {
                         .cache
                         .claim_refresh(id, &entry, who, started, self.refresh_ahead)
                 {
-                    self.refresh_in_background(id, request_headers, who);
+                    self.refresh_in_background(id, request_headers, who, entry.age(started));
                 }
                 return hit(&entry, head, started);
             }
@@ -286,9 +327,12 @@ impl Proxy {
                     // Its own task: the fetch completes for the others even if this client goes.
                     let proxy = self.clone();
                     let (id, headers) = (id.clone(), headers.clone());
+                    let fleet_read = (forward == Forward::Miss).then_some(Accept::Fresh);
                     tokio::spawn(async move {
                         let started = Instant::now();
-                        let result = proxy.fetch(&id, &headers, who, deadline, hand_over).await;
+                        let result = proxy
+                            .fetch(&id, &headers, who, fleet_read, deadline, hand_over)
+                            .await;
                         log_fetch(&result, &headers, started.elapsed(), publisher.waiters());
                         publisher.publish(result)
                     });
@@ -373,6 +417,7 @@ impl Proxy {
         id: &str,
         headers: &HeaderMap,
         who: Option<Fingerprint>,
+        age: Duration,
     ) {
         let id: Arc<str> = Arc::from(id);
         let key = self.flight_key(&id, who);
@@ -387,7 +432,11 @@ impl Proxy {
             // Nobody streams an oversized refresh: dropping the receiver drops the body.
             let (hand_over, _) = oneshot::channel();
             let started = Instant::now();
-            let result = proxy.fetch(&id, &headers, who, deadline, hand_over).await;
+            // Another instance may have refreshed it already: take theirs if it is newer.
+            let fleet_read = Some(Accept::YoungerThan(age));
+            let result = proxy
+                .fetch(&id, &headers, who, fleet_read, deadline, hand_over)
+                .await;
             log_fetch(&result, &headers, started.elapsed(), publisher.waiters());
             publisher.publish(result);
         });
@@ -413,24 +462,118 @@ impl Proxy {
             || answer.status.is_server_error()
     }
 
-    /// The leader's fetch: one upstream GET, its effect on the cache, and the result every
-    /// member of the flight is answered from.
+    /// The leader's fetch: from the fleet tier if another instance has (or is getting) the
+    /// image and `fleet_read` allows it, else one upstream GET, its effect on the cache and
+    /// the fleet, and the result every member of the flight is answered from.
     async fn fetch(
+        &self,
+        id: &str,
+        headers: &HeaderMap,
+        who: Option<Fingerprint>,
+        fleet_read: Option<Accept>,
+        deadline: Instant,
+        hand_over: oneshot::Sender<Oversized>,
+    ) -> FlightResult {
+        let generation = self.cache.generation(id);
+        let Some(fleet) = &self.fleet else {
+            return self
+                .fetch_upstream(id, headers, who, deadline, hand_over, generation)
+                .await
+                .0;
+        };
+        // `None`: this caller's reads cannot be shared (per-credential without a grant key).
+        let reader = fleet.reader(id, headers);
+        let mut lease = None;
+        if let (Some(reader), Some(accept)) = (&reader, fleet_read) {
+            // Half of the time left at most, so that a fetch of our own still fits after.
+            let now = Instant::now();
+            let wait_until = now + deadline.saturating_duration_since(now) / 2;
+            match fleet.claim(id, reader.as_deref(), accept, wait_until).await {
+                Claim::Found(shared) => {
+                    if let Some(entry) = self.store_shared(id, shared, who, generation).await {
+                        return FlightResult::Cached(entry);
+                    }
+                }
+                Claim::Fetch(won) => lease = won,
+            }
+        }
+        let (result, effect) = self
+            .fetch_upstream(id, headers, who, deadline, hand_over, generation)
+            .await;
+        // Redis is not waited for: the flight is answered now, the fleet hears a moment later.
+        let fleet = fleet.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            match (effect, reader) {
+                (FleetEffect::Share(answer, produced), Some(reader)) => {
+                    fleet
+                        .publish(&id, reader.as_deref(), &answer, produced)
+                        .await;
+                    return;
+                }
+                (FleetEffect::Invalidate, _) => fleet.invalidate(&id).await,
+                _ => {}
+            }
+            if let Some(lease) = lease {
+                fleet.release(lease, &id).await;
+            }
+        });
+        result
+    }
+
+    /// Takes another instance's answer into the local cache, for `who`; the entry to serve,
+    /// or `None` if it cannot be used (not a READY image, or invalidated meanwhile).
+    async fn store_shared(
+        &self,
+        id: &str,
+        shared: SharedAnswer,
+        who: Option<Fingerprint>,
+        generation: Generation,
+    ) -> Option<Arc<crate::cache::Entry>> {
+        // Values are only ever written READY, but Redis is not ours alone: check again.
+        let state = image_state(&shared.body)?;
+        if shared.status != StatusCode::OK
+            || state.id.as_deref() != Some(id)
+            || state.status.as_deref() != Some("READY")
+        {
+            return None;
+        }
+        let now = Instant::now();
+        let entry = NewEntry {
+            kind: EntryKind::Ready,
+            status: shared.status,
+            headers: shared.headers,
+            body: shared.body,
+            received_at: now.checked_sub(shared.age).unwrap_or(now),
+        };
+        if !self.cache.store(id, entry, who, generation).await {
+            return None;
+        }
+        match self.cache.lookup(id, who, now).await {
+            Lookup::Fresh(entry) => Some(entry),
+            _ => None,
+        }
+    }
+
+    /// One upstream GET for the image and its effect on the local cache; what it means for
+    /// the fleet is returned for the caller to tell.
+    async fn fetch_upstream(
         &self,
         id: &str,
         headers: &HeaderMap,
         who: Option<Fingerprint>,
         deadline: Instant,
         hand_over: oneshot::Sender<Oversized>,
-    ) -> FlightResult {
-        let generation = self.cache.generation(id);
+        generation: Generation,
+    ) -> (FlightResult, FleetEffect) {
+        let failed = |err| (FlightResult::Failed(err), FleetEffect::Nothing);
         let request = match self.image_request(id, headers.clone()) {
             Ok(request) => request,
-            Err(err) => return FlightResult::Failed(err),
+            Err(err) => return failed(err),
         };
         let (response, slot) = match self.upstream.send(request, deadline, "image_get").await {
             Ok(exchange) => (exchange.response, exchange.slot),
-            Err(err) => return FlightResult::Failed(err),
+            Err(err) => return failed(err),
         };
         let (mut head, body) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
@@ -440,7 +583,7 @@ impl Proxy {
             .read_limited(body, self.max_entry_size, deadline)
             .await
         {
-            Err(err) => return FlightResult::Failed(err),
+            Err(err) => return failed(err),
             Ok(LimitedBody::TooLarge { prefix, rest }) => {
                 // If the leader's client has gone, dropping the body closes the exchange.
                 let _ = hand_over.send(Oversized {
@@ -450,20 +593,21 @@ impl Proxy {
                     rest,
                     deadline,
                 });
-                return FlightResult::TooLarge;
+                return (FlightResult::TooLarge, FleetEffect::Nothing);
             }
             Ok(LimitedBody::Complete(body)) => body,
         };
-        let stored = self
+        let (stored, effect) = self
             .apply_to_cache(id, &head, &body, who, received_at, generation)
             .await;
-        FlightResult::Answer(Answer {
+        let answer = Answer {
             status: head.status,
             headers: head.headers,
             body,
             fetched_by: who,
             stored,
-        })
+        };
+        (FlightResult::Answer(answer), effect)
     }
 
     fn image_request(
@@ -482,7 +626,8 @@ impl Proxy {
         Ok(request)
     }
 
-    /// What an upstream answer does to the cache; true if it was stored.
+    /// What an upstream answer does to the cache: whether it was stored, and what the
+    /// fleet should hear of it.
     async fn apply_to_cache(
         &self,
         id: &str,
@@ -491,49 +636,67 @@ impl Proxy {
         who: Option<Fingerprint>,
         received_at: Instant,
         mut generation: Generation,
-    ) -> bool {
+    ) -> (bool, FleetEffect) {
         let kind = match head.status {
             StatusCode::OK => match image_state(body) {
                 Some(state) if state.id.as_deref() == Some(id) => {
                     if state.status.as_deref() == Some("READY") {
                         EntryKind::Ready
                     } else {
+                        // The caller was shown the image, so it is theirs to report on.
                         let reason = InvalidationReason::for_status(state.status.as_deref());
                         self.invalidate_for(id, who, reason).await;
-                        return false;
+                        return (false, FleetEffect::Invalidate);
                     }
                 }
                 // Not JSON, or not the image asked for: answered, never stored, and no
                 // reason to believe the cached image changed.
-                _ => return false,
+                _ => return (false, FleetEffect::Nothing),
             },
             StatusCode::NOT_FOUND => {
+                // A 404 may only mean "not for you": it drops the fleet's copy only when it
+                // dropped a copy this caller could read.
+                let mut effect = FleetEffect::Nothing;
                 if self
                     .invalidate_for(id, who, InvalidationReason::NotFound)
                     .await
                 {
                     // Our own invalidation must not stop us storing the 404 that caused it.
                     generation = self.cache.generation(id);
+                    effect = FleetEffect::Invalidate;
                 }
                 if !self.cache.stores_not_found() {
-                    return false;
+                    return (false, effect);
                 }
                 EntryKind::NotFound
             }
-            _ => return false,
+            _ => return (false, FleetEffect::Nothing),
         };
         // Without a credential an entry could never be served in per-credential mode.
         if self.auth_mode == AuthMode::PerCredential && who.is_none() {
-            return false;
+            return (false, FleetEffect::Nothing);
         }
+        let headers = detached(&replayable(&head.headers));
+        let effect = match kind {
+            EntryKind::Ready => FleetEffect::Share(
+                SharedAnswer {
+                    status: head.status,
+                    headers: headers.clone(),
+                    body: body.clone(),
+                    age: received_at.elapsed(),
+                },
+                SystemTime::now() - received_at.elapsed(),
+            ),
+            EntryKind::NotFound => FleetEffect::Nothing,
+        };
         let entry = NewEntry {
             kind,
             status: head.status,
-            headers: detached(&replayable(&head.headers)),
+            headers,
             body: body.clone(),
             received_at,
         };
-        self.cache.store(id, entry, who, generation).await
+        (self.cache.store(id, entry, who, generation).await, effect)
     }
 
     async fn invalidate_for(
@@ -550,17 +713,25 @@ impl Proxy {
         dropped
     }
 
-    /// Drops an image on the proxy's own authority (a mutation or a purge).
+    /// Drops an image on the proxy's own authority (a mutation or a purge), here and, with
+    /// the fleet tier, everywhere.
     pub async fn invalidate(&self, id: &str, reason: InvalidationReason) -> bool {
         let dropped = self.cache.invalidate(id).await;
         if dropped {
             self.metrics.invalidated(reason, 1);
         }
+        if let Some(fleet) = &self.fleet {
+            fleet.invalidate(id).await;
+        }
         dropped
     }
 
-    /// Drops every entry (an admin purge); returns how many there were.
+    /// Drops every entry (an admin purge), here and, with the fleet tier, everywhere;
+    /// returns how many there were here.
     pub async fn purge_all(&self) -> u64 {
+        if let Some(fleet) = &self.fleet {
+            fleet.invalidate_all().await;
+        }
         let purged = self.cache.purge_all().await;
         self.metrics.invalidated(InvalidationReason::Purge, purged);
         purged

@@ -1,0 +1,535 @@
+//! The Redis fleet tier: several proxy instances against one simulator and one real
+//! `redis-server`, as a fleet of sidecars would run.
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use baremetal_image_cache::config::{RedisConfig, Secret};
+use baremetal_image_cache::Config;
+use common::*;
+use http::{Method, StatusCode};
+use redis_server::RedisServer;
+use tokio::net::TcpListener;
+
+const GRANT_KEY: &str = "fleet-test-grant-key-0123456789abcdef";
+
+fn fleet_config(base: Config, urls: Vec<String>, grant_key: Option<&str>) -> Config {
+    Config {
+        redis: Some(RedisConfig {
+            urls,
+            cluster: false,
+            grant_key: grant_key.map(|k| Secret::new(k.to_string())),
+            timeout: Duration::from_millis(250),
+            lease: Duration::from_secs(3),
+            prefix: "bic-test:".to_string(),
+        }),
+        ..base
+    }
+}
+
+/// `n` proxies against one simulator, sharing `redis`.
+async fn fleet(
+    n: usize,
+    sim: &baremetal_image_cache::sim::Simulator,
+    config: Config,
+) -> Vec<Arc<Harness>> {
+    let upstream = sim.clone().spawn().await.expect("simulator starts");
+    let mut instances = Vec::new();
+    for _ in 0..n {
+        instances.push(Arc::new(
+            Harness::start_against(sim.clone(), &format!("http://{upstream}"), config.clone())
+                .await,
+        ));
+    }
+    instances
+}
+
+/// Each instance subscribes in the background: waits (bounded) until Redis counts `n`
+/// subscribers, so that no message of the test is sent before everyone listens.
+async fn until_subscribed(redis: &RedisServer, channel: &str, n: i64) {
+    let mut connection = redis.connection().await;
+    for _ in 0..500 {
+        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or_default();
+        if counts.first().is_some_and(|(_, c)| *c >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the instances never subscribed to {channel}");
+}
+
+async fn stop_all(instances: Vec<Arc<Harness>>) {
+    for h in instances {
+        if let Ok(h) = Arc::try_unwrap(h) {
+            h.stop().await;
+        }
+    }
+}
+
+/// Polls `series` on `h` (bounded) until it reaches `at_least`.
+async fn until_metric(h: &Harness, series: &str, at_least: f64) {
+    for _ in 0..1000 {
+        if Scrape::take(h).await.get(series) >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{series} never reached {at_least}");
+}
+
+#[tokio::test]
+async fn a_burst_spread_over_three_instances_is_one_upstream_request() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let instances = fleet(
+        3,
+        &sim,
+        fleet_config(shared_config(), vec![redis.url()], None),
+    )
+    .await;
+    until_subscribed(&redis, "bic-test:filled", 3).await;
+    let mut tasks = Vec::new();
+    for round in 0..300 {
+        tasks.push(spawn_get(&instances[round % 3], IMG, Some(ALICE)));
+    }
+    let expected = expected_body(&sim, IMG);
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json(), expected);
+    }
+    assert_eq!(
+        sim.image_get_count(IMG),
+        1,
+        "one upstream request for the whole fleet"
+    );
+    // Each instance that did not fetch took it from Redis, and serves it from memory now.
+    for h in &instances {
+        assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    }
+    let lease_wins: f64 = {
+        let mut total = 0.0;
+        for h in &instances {
+            total += Scrape::take(h).await.get(&format!(
+                "{P}_l2_operations_total{{op=\"lease\",result=\"ok\"}}"
+            ));
+        }
+        total
+    };
+    assert_eq!(lease_wins, 1.0);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn answers_from_another_instance_keep_their_age_and_ttl() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let config = Config {
+        ttl: Duration::from_secs(30),
+        ..shared_config()
+    };
+    let instances = fleet(2, &sim, fleet_config(config, vec![redis.url()], None)).await;
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    // The Redis write happens just after the answer: wait for it, bounded.
+    until_metric(
+        &instances[0],
+        &format!("{P}_l2_operations_total{{op=\"set\",result=\"ok\"}}"),
+        1.0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let second = instances[1].get(IMG, Some(ALICE)).await;
+    assert_eq!(second.x_cache(), "HIT");
+    let age: u64 = second.header("age").unwrap().parse().unwrap();
+    assert!((2..=4).contains(&age), "age {age}");
+    let status = second.header("cache-status").unwrap();
+    let ttl: i64 = status.rsplit("ttl=").next().unwrap().parse().unwrap();
+    assert!((25..=28).contains(&ttl), "{status}");
+    assert_eq!(sim.image_get_count(IMG), 1);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn an_invalidation_on_one_instance_is_seen_by_the_others() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let instances = fleet(
+        3,
+        &sim,
+        fleet_config(shared_config(), vec![redis.url()], None),
+    )
+    .await;
+    until_subscribed(&redis, "bic-test:invalidate", 3).await;
+    for h in &instances {
+        assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
+        assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    }
+    assert_eq!(sim.image_get_count(IMG), 1);
+
+    // A mutation through the first instance: it invalidates before and after it is sent.
+    let patch = http::Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("http://{}{}", instances[0].addr, image_path(IMG)))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            r#"{"updateMask":"description","description":"patched"}"#,
+        )))
+        .unwrap();
+    assert_eq!(instances[0].send(patch).await.status, StatusCode::OK);
+    let messages = format!("{P}_l2_messages_total{{kind=\"invalidate\"}}");
+    let fleet_drops = format!("{P}_invalidations_total{{reason=\"fleet\"}}");
+    for h in &instances {
+        until_metric(h, &messages, 2.0).await;
+    }
+    for h in &instances[1..] {
+        assert_eq!(Scrape::take(h).await.get(&fleet_drops), 1.0);
+        // From the upstream or from the instance that fetched it first: the new image.
+        let after = h.get(IMG, Some(ALICE)).await;
+        assert_eq!(after.json()["description"], "patched");
+    }
+    // One fetch of the new image for the whole fleet (the other came through Redis).
+    assert_eq!(sim.image_get_count(IMG), 2);
+
+    // An admin purge on the last instance reaches the first.
+    assert_eq!(
+        instances[0].get(IMG2, Some(ALICE)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(instances[0].get(IMG2, Some(ALICE)).await.x_cache(), "HIT");
+    let dropped_before = Scrape::take(&instances[0]).await.get(&fleet_drops);
+    let purge = instances[2]
+        .admin(Method::DELETE, &format!("/cache/images/{IMG2}"))
+        .await;
+    assert_eq!(purge.status, StatusCode::OK);
+    until_metric(&instances[0], &fleet_drops, dropped_before + 1.0).await;
+    assert_ne!(instances[0].get(IMG2, Some(ALICE)).await.x_cache(), "HIT");
+
+    // A purge of everything, too: values in Redis from before it are not used again.
+    assert_eq!(instances[2].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    let dropped_before = Scrape::take(&instances[2]).await.get(&fleet_drops);
+    let purge_all = instances[1].admin(Method::DELETE, "/cache").await;
+    assert_eq!(purge_all.status, StatusCode::OK);
+    until_metric(&instances[2], &fleet_drops, dropped_before + 1.0).await;
+    let before = sim.image_get_count(IMG);
+    assert_eq!(instances[2].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(sim.image_get_count(IMG), before + 1);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_credential_checked_on_one_instance_is_a_hit_on_another() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let instances = fleet(
+        2,
+        &sim,
+        fleet_config(test_config(), vec![redis.url()], Some(GRANT_KEY)),
+    )
+    .await;
+    let (a, b) = (&instances[0], &instances[1]);
+    assert_eq!(a.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(
+        a,
+        &format!("{P}_l2_operations_total{{op=\"set\",result=\"ok\"}}"),
+        2.0,
+    )
+    .await;
+    let on_b = b.get(IMG, Some(ALICE)).await;
+    assert_eq!(on_b.x_cache(), "HIT");
+    assert_eq!(on_b.json(), expected_body(&sim, IMG));
+    assert_eq!(sim.image_get_count(IMG), 1);
+
+    // Another token of the same tenant has not been checked: the API is asked.
+    assert_eq!(b.get(IMG, Some(ALICE2)).await.x_cache(), "MISS");
+    assert_eq!(sim.image_get_count(IMG), 2);
+    // Another tenant is never served Alice's image from the fleet.
+    let bob = b.get(IMG, Some(BOB)).await;
+    assert_eq!(bob.status, StatusCode::FORBIDDEN);
+    assert_eq!(sim.image_get_count(IMG), 3);
+    // No token at all is not served either.
+    assert_ne!(b.get(IMG, None).await.status, StatusCode::OK);
+
+    // Raw tokens never reach Redis: neither in keys nor in values.
+    let mut connection = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert!(keys.iter().any(|k| k.starts_with("bic-test:grant:")));
+    for key in &keys {
+        assert!(!key.contains("alice") && !key.contains("t1."), "{key}");
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap_or(None);
+        let value = String::from_utf8_lossy(&value.unwrap_or_default()).to_string();
+        assert!(!value.contains("t1."), "{key}: {value}");
+    }
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn without_a_grant_key_credentials_are_checked_on_each_instance() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let instances = fleet(
+        2,
+        &sim,
+        fleet_config(test_config(), vec![redis.url()], None),
+    )
+    .await;
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(instances[1].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(sim.image_get_count(IMG), 2);
+    assert_eq!(instances[1].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn redis_killed_mid_burst_every_request_is_still_answered() {
+    let mut redis = RedisServer::start().await;
+    let sim = simulator();
+    let instances = fleet(
+        3,
+        &sim,
+        fleet_config(shared_config(), vec![redis.url()], None),
+    )
+    .await;
+    until_subscribed(&redis, "bic-test:filled", 3).await;
+    let ids = [IMG, IMG2];
+    let mut tasks = Vec::new();
+    for round in 0..600 {
+        if round == 300 {
+            redis.kill();
+        }
+        tasks.push(spawn_get(
+            &instances[round % 3],
+            ids[round % 2],
+            Some(ALICE),
+        ));
+        if round % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for (round, task) in tasks.into_iter().enumerate() {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "request {round}");
+        assert_eq!(reply.json(), expected_body(&sim, ids[round % 2]));
+    }
+    // Without Redis each instance still coalesces its own misses: at most one per instance
+    // and image.
+    for id in ids {
+        assert!(
+            sim.image_get_count(id) <= 3,
+            "{id}: {}",
+            sim.image_get_count(id)
+        );
+    }
+    // With Redis gone, new misses are still answered, and the failures are counted.
+    for h in &instances {
+        assert_eq!(h.get_fresh(IMG, Some(ALICE)).await.status, StatusCode::OK);
+    }
+    let mut failures = 0.0;
+    for h in &instances {
+        let scrape = Scrape::take(h).await;
+        for result in ["error", "timeout", "skipped"] {
+            for op in ["get", "set", "lease", "delete", "publish"] {
+                failures += scrape.get(&format!(
+                    "{P}_l2_operations_total{{op=\"{op}\",result=\"{result}\"}}"
+                ));
+            }
+        }
+    }
+    assert!(failures > 0.0);
+
+    // Redis back: the tier is used again once the circuit lets it (within its cooldown).
+    redis.restart().await;
+    let h = &instances[0];
+    let set_ok = format!("{P}_l2_operations_total{{op=\"set\",result=\"ok\"}}");
+    let before = Scrape::take(h).await.get(&set_ok);
+    let mut recovered = false;
+    for _ in 0..150 {
+        assert_eq!(h.get_fresh(IMG, Some(ALICE)).await.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if Scrape::take(h).await.get(&set_ok) > before {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(recovered, "the tier came back after Redis did");
+    assert_eq!(
+        Scrape::take(h).await.get(&format!("{P}_l2_circuit_open")),
+        0.0
+    );
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn garbage_in_redis_is_ignored_and_counted() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let instances = fleet(
+        1,
+        &sim,
+        fleet_config(shared_config(), vec![redis.url()], None),
+    )
+    .await;
+    let mut connection = redis.connection().await;
+    for garbage in [&b"not ours"[..], b"BIC1\x00\x01", b"BIC1"] {
+        // (A purge deletes the shared value too, so it comes first.)
+        instances[0]
+            .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
+            .await;
+        let _: () = redis::cmd("SET")
+            .arg(format!("bic-test:image:{IMG}"))
+            .arg(garbage)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let reply = instances[0].get(IMG, Some(ALICE)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json(), expected_body(&sim, IMG));
+    }
+    // A well-formed value that is not a READY image of that ID is not served either.
+    instances[0]
+        .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
+        .await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("bic-test:image:{IMG}"))
+        .arg(
+            [
+                &b"BIC1"[..],
+                &u64::MAX.to_be_bytes(),
+                &200u16.to_be_bytes(),
+                &0u16.to_be_bytes(),
+                br#"{"id":"ly5other","status":"READY"}"#,
+            ]
+            .concat(),
+        )
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let reply = instances[0].get(IMG, Some(ALICE)).await;
+    assert_eq!(reply.json(), expected_body(&sim, IMG));
+    assert_eq!(sim.image_get_count(IMG), 4);
+    let scrape = Scrape::take(&instances[0]).await;
+    assert!(
+        scrape.get(&format!(
+            "{P}_l2_operations_total{{op=\"get\",result=\"garbage\"}}"
+        )) >= 2.0
+    );
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn an_unresponsive_redis_costs_at_most_its_timeout_and_then_is_skipped() {
+    // Accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            sockets.push(socket);
+        }
+    });
+    let sim = simulator();
+    let instances = fleet(
+        1,
+        &sim,
+        fleet_config(
+            shared_config(),
+            vec![format!("redis://{silent_addr}/")],
+            None,
+        ),
+    )
+    .await;
+    let h = &instances[0];
+    for id in [IMG, IMG2] {
+        let started = std::time::Instant::now();
+        let reply = h.get(id, Some(ALICE)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json(), expected_body(&sim, id));
+        // A GET and a lease attempt at most, each bounded by the 250 ms timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // Three failures in a row (a read, a lease, a write) open the circuit.
+    until_metric(h, &format!("{P}_l2_circuit_open"), 1.0).await;
+    let scrape = Scrape::take(h).await;
+    let skipped_before = scrape.get(&format!(
+        "{P}_l2_operations_total{{op=\"get\",result=\"skipped\"}}"
+    ));
+    let reply = h.get_fresh(IMG, Some(ALICE)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        h.get(MISSING, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let reply = h.get(IMG2, Some(ALICE)).await;
+    assert_eq!(reply.x_cache(), "HIT");
+    h.admin(Method::DELETE, &format!("/cache/images/{IMG}"))
+        .await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
+    let scrape = Scrape::take(h).await;
+    assert!(
+        scrape.get(&format!(
+            "{P}_l2_operations_total{{op=\"get\",result=\"skipped\"}}"
+        )) > skipped_before
+    );
+    held.abort();
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_dead_instances_lease_is_taken_over() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let instances = fleet(
+        1,
+        &sim,
+        fleet_config(shared_config(), vec![redis.url()], None),
+    )
+    .await;
+    // An instance took the lease and died before publishing anything.
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg(format!("bic-test:lease:{IMG}"))
+        .arg("1")
+        .arg("PX")
+        .arg(700)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let reply = instances[0].get(IMG, Some(ALICE)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), expected_body(&sim, IMG));
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "it waited for the lease"
+    );
+    assert_eq!(sim.image_get_count(IMG), 1);
+    let scrape = Scrape::take(&instances[0]).await;
+    assert_eq!(
+        scrape.get(&format!(
+            "{P}_l2_fleet_waits_total{{outcome=\"taken_over\"}}"
+        )),
+        1.0
+    );
+    stop_all(instances).await;
+}
