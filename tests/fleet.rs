@@ -12,7 +12,7 @@ use baremetal_image_cache::config::{RedisConfig, Secret};
 use baremetal_image_cache::Config;
 use common::*;
 use http::{Method, StatusCode};
-use redis_server::RedisServer;
+use redis_server::{RedisCluster, RedisServer};
 use tokio::net::TcpListener;
 
 const GRANT_KEY: &str = "fleet-test-grant-key-0123456789abcdef";
@@ -531,5 +531,46 @@ async fn a_dead_instances_lease_is_taken_over() {
         )),
         1.0
     );
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_redis_cluster_works_as_the_fleet_tier() {
+    let cluster = RedisCluster::start().await;
+    let sim = simulator();
+    let config = fleet_config(shared_config(), cluster.urls(), None);
+    assert!(config.redis.as_ref().is_some_and(RedisConfig::is_cluster));
+    let instances = fleet(3, &sim, config).await;
+    // Every instance subscribes on the first seed node (the next on failure); PUBLISH to any
+    // node of a cluster reaches it.
+    until_subscribed(&cluster.nodes[0], "bic-test:filled", 3).await;
+    let mut tasks = Vec::new();
+    for round in 0..300 {
+        let id = [IMG, IMG2][round % 2];
+        tasks.push((id, spawn_get(&instances[round % 3], id, Some(ALICE))));
+    }
+    for (id, task) in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json(), expected_body(&sim, id));
+    }
+    assert_eq!(sim.image_get_count(IMG), 1);
+    assert_eq!(sim.image_get_count(IMG2), 1);
+
+    // Invalidation crosses the cluster too.
+    let purge = instances[0]
+        .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
+        .await;
+    assert_eq!(purge.status, StatusCode::OK);
+    for h in &instances[1..] {
+        until_metric(
+            h,
+            &format!("{P}_invalidations_total{{reason=\"fleet\"}}"),
+            1.0,
+        )
+        .await;
+    }
+    assert_eq!(instances[1].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(sim.image_get_count(IMG), 2);
     stop_all(instances).await;
 }
