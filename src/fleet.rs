@@ -617,14 +617,13 @@ impl Fleet {
         });
     }
 
+    /// Learns of purges made while this instance was not listening. (Its success is not
+    /// counted as a `get`, which counts image reads.)
     async fn load_purge_time(&self) {
-        let started = Instant::now();
         let value: Result<Option<String>, ()> = self
             .run(L2Op::Get, redis::cmd("GET").arg(self.channel("purged-at")))
             .await;
         if let Ok(value) = value {
-            self.metrics
-                .operation(L2Op::Get, L2Result::Ok, started.elapsed());
             if let Some(ms) = value.and_then(|v| v.parse::<u64>().ok()) {
                 self.purged_before.fetch_max(ms, Ordering::AcqRel);
             }

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{redacted_url, Config};
 use crate::metrics::{Metrics, Rejection};
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
@@ -62,6 +62,10 @@ pub async fn run(
         admin = %local(&admin_listener),
         upstream = %config.upstream,
         auth_mode = config.auth_mode.as_str(),
+        redis = %config.redis.as_ref().map_or_else(
+            || "off".to_string(),
+            |r| r.urls.iter().map(|u| redacted_url(u)).collect::<Vec<_>>().join(","),
+        ),
         "baremetal-image-cache started"
     );
     ready.store(true, Ordering::Relaxed);
