@@ -488,6 +488,13 @@ impl Fleet {
         self.announce("filled", id).await;
     }
 
+    /// Drops a lease whose value is published: should the value be invalidated soon after,
+    /// the next miss need not wait for the lease to run out. (If this fill outlived its lease
+    /// and another instance holds it now, that costs at most one more fetch.)
+    pub async fn drop_lease(&self, lease: Lease) {
+        self.delete(&lease.key).await;
+    }
+
     /// Drops `id` everywhere: the shared value, and (by message) every instance's copy.
     pub async fn invalidate(&self, id: &str) {
         self.delete(&self.image_key(id)).await;

@@ -509,6 +509,9 @@ impl Proxy {
                     fleet
                         .publish(&id, reader.as_deref(), &answer, produced)
                         .await;
+                    if let Some(lease) = lease {
+                        fleet.drop_lease(lease).await;
+                    }
                     return;
                 }
                 (FleetEffect::Invalidate, _) => fleet.invalidate(&id).await,

@@ -574,3 +574,52 @@ async fn a_redis_cluster_works_as_the_fleet_tier() {
     assert_eq!(sim.image_get_count(IMG), 2);
     stop_all(instances).await;
 }
+
+#[tokio::test]
+async fn a_miss_right_after_an_invalidation_does_not_wait_for_the_fillers_lease() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let mut config = fleet_config(shared_config(), vec![redis.url()], None);
+    if let Some(redis) = config.redis.as_mut() {
+        redis.lease = Duration::from_secs(10);
+    }
+    let instances = fleet(2, &sim, config).await;
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    // The filler's writes (value, then lease dropped) happen just after its answer.
+    let mut connection = redis.connection().await;
+    for _ in 0..500 {
+        let leases: Vec<String> = redis::cmd("KEYS")
+            .arg("bic-test:lease:*")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if leases.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let purge = instances[0]
+        .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
+        .await;
+    assert_eq!(purge.status, StatusCode::OK);
+    let started = std::time::Instant::now();
+    let reply = instances[1].get(IMG, Some(ALICE)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Far below the 10 s lease it would have waited out.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let waits = Scrape::take(&instances[1]).await;
+    for outcome in ["filled", "taken_over", "gave_up"] {
+        assert_eq!(
+            waits.get(&format!(
+                "{P}_l2_fleet_waits_total{{outcome=\"{outcome}\"}}"
+            )),
+            0.0
+        );
+    }
+    assert_eq!(sim.image_get_count(IMG), 2);
+    stop_all(instances).await;
+}
