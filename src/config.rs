@@ -380,7 +380,12 @@ struct Cli {
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_UPSTREAM_RETRIES", value_name = "N")]
     upstream_retries: Option<u32>,
     /// Shared second tier: a redis:// or rediss:// URL, or comma-separated cluster seed URLs [default: off]
-    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REDIS", value_name = "URL[,URL...]")]
+    #[arg(
+        long,
+        env = "BAREMETAL_IMAGE_CACHE_REDIS",
+        value_name = "URL[,URL...]",
+        hide_env_values = true
+    )]
     redis: Option<String>,
     /// Treat a single --redis URL as a Redis Cluster seed node
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REDIS_CLUSTER", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
@@ -513,8 +518,8 @@ impl Config {
     /// The configuration a TOML file alone gives (no flags, no environment): what the file
     /// parser accepts, for tools and fuzzing.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        let file: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Invalid(format!("config file: {e}")))?;
+        let file: FileConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Invalid(format!("config file: {}", toml_error(text, &e))))?;
         let cli = Cli::try_parse_from(["baremetal-image-cache"]).map_err(ConfigError::Cli)?;
         merge(cli, file)
     }
@@ -540,8 +545,29 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
             path.display()
         ))
     })?;
-    toml::from_str(&text)
-        .map_err(|e| ConfigError::Invalid(format!("config file {}: {e}", path.display())))
+    toml::from_str(&text).map_err(|e| {
+        ConfigError::Invalid(format!(
+            "config file {}: {}",
+            path.display(),
+            toml_error(&text, &e)
+        ))
+    })
+}
+
+/// A TOML error as its message and line, without the excerpt of the file that `toml` would
+/// quote: that line may hold a secret (`redis-grant-key`, a password in `redis`).
+fn toml_error(text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    match error.span() {
+        Some(span) => {
+            let line = text
+                .get(..span.start)
+                .map_or(0, |before| before.matches('\n').count())
+                + 1;
+            format!("line {line}: {message}")
+        }
+        None => message.to_string(),
+    }
 }
 
 /// Takes the flag/env value if there is one, else parses the file's value for `key`.
@@ -936,6 +962,16 @@ mod tests {
         assert_eq!(u.path_prefix, "/api");
         assert!(UpstreamUrl::parse("127.0.0.1:9000").is_err());
         assert!(UpstreamUrl::parse("http://user:pw@host").is_err());
+    }
+
+    #[test]
+    fn a_toml_syntax_error_does_not_quote_the_line() {
+        let text = "ttl = \"5s\"\nredis-grant-key = \"hunter2hunter2hunter2hunter2hunter2";
+        let Err(ConfigError::Invalid(message)) = Config::from_toml(text) else {
+            panic!("an unterminated string is an error");
+        };
+        assert!(message.contains("line 2"), "{message}");
+        assert!(!message.contains("hunter2"), "{message}");
     }
 
     #[test]

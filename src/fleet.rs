@@ -1,23 +1,27 @@
 //! The fleet tier: an optional Redis second level shared by every instance, so that a whole
 //! fleet of sidecars costs the API about one request per image.
 //!
-//! - **Read:** on a local miss, the value under `{prefix}image:{id}` is taken if it is
-//!   fresh (it carries the time the upstream produced it, so `Age` and expiry agree across
-//!   instances) and, in per-credential mode, the caller's authorization record
-//!   `{prefix}grant:{hmac}` exists.
-//! - **Fill:** otherwise one instance wins the lease `{prefix}lease:{id}[:{hmac}]`
-//!   (`SET NX PX`) and fetches; it writes the value with the remaining TTL (`SET PX`) and
-//!   publishes the ID on `{prefix}filled`. The others wait, woken by that message or by a
-//!   bounded poll, and take the lease over if it expires (the winner died).
-//! - **Invalidate:** a non-READY answer, a mutation or a purge deletes the value and publishes
-//!   the ID on `{prefix}invalidate`; every instance drops it locally. A purge of everything
-//!   publishes `*` and records the time in `{prefix}purged-at`: older values are ignored.
-//! - **Trouble:** every command has a deadline; after [`CIRCUIT_FAILURES`] failures in a row
-//!   the tier is skipped for [`CIRCUIT_COOLDOWN`], then tried again. An instance without Redis
-//!   is a single-tier cache, never a broken one.
+//! Keys (`P` is `--redis-prefix` plus the auth mode, so instances in different modes never
+//! share values; `{id}` is a hash tag, so an image's keys live on one cluster slot):
+//! - `P image:{id}`: the shared answer, with the time the upstream produced it (so `Age` and
+//!   expiry agree across instances), written with the remaining TTL.
+//! - `P gen:{id}`: the image's invalidation generation. Invalidating deletes the value and
+//!   bumps it; a fill writes only if the generation is still the one it saw before fetching
+//!   (a check-and-set script), so a fetch that raced an invalidation is never shared.
+//! - `P grant:{id}:HMAC`: per-credential mode, "this credential may read this image", holding
+//!   the generation it was granted in: an invalidation ends every grant, like a local one.
+//! - `P lease:{id}[:HMAC]`: one instance's right to fetch (`SET NX PX`, a random token so
+//!   that only its owner deletes it). The others wait, woken by a message on `filled` or by
+//!   a bounded poll, and take the lease over when it expires.
+//!
+//! Invalidations are published on `invalidate`; every instance drops the ID (`*`: all, with
+//! the time recorded in `P purged-at` so older values are ignored). Every command has a
+//! deadline; after [`CIRCUIT_FAILURES`] failures in a row the tier is skipped for
+//! [`CIRCUIT_COOLDOWN`], the connections are remade, then one probe tries again. An instance
+//! without Redis is a single-tier cache, never a broken one.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -27,7 +31,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, FromRedisValue};
-use tokio::sync::{broadcast, OnceCell};
+use tokio::sync::broadcast;
 
 use crate::auth::GrantHasher;
 use crate::config::{redacted_url, AuthMode, RedisConfig};
@@ -35,14 +39,44 @@ use crate::metrics::{FleetMessage, FleetWait, L2Metrics, L2Op, L2Result};
 
 /// Failures in a row that open the circuit.
 pub const CIRCUIT_FAILURES: u32 = 3;
-/// How long an open circuit skips Redis before trying it again.
+/// How long an open circuit skips Redis before one probe tries it again.
 pub const CIRCUIT_COOLDOWN: Duration = Duration::from_secs(5);
 /// A waiter re-reads Redis at least this often, in case the `filled` message was lost.
 const FALLBACK_POLL: Duration = Duration::from_millis(200);
 /// How long to wait for a pub/sub (re)connection before trying again, at most.
 const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(5);
+/// The subscription is pinged this often; a ping unanswered within a few command deadlines
+/// means the connection went silent, and it is remade.
+const SUBSCRIPTION_PING: Duration = Duration::from_secs(5);
+/// Connecting may take this many command deadlines (TLS, a remote cluster's topology).
+const CONNECT_DEADLINES: u32 = 4;
+/// How long an image's invalidation generation is kept after its last bump: far longer than
+/// any fetch, so a fill never sees it vanish (and so mistake an old generation for today's).
+const GENERATION_LIFE: Duration = Duration::from_secs(24 * 3600);
+/// Most headers a shared value may carry.
+const MAX_SHARED_HEADERS: usize = 64;
 /// Start of a stored value: a format tag, so that anything else under our key is garbage.
 const VALUE_MAGIC: &[u8; 4] = b"BIC1";
+
+/// Writes the value (and the grant) only if the generation is still the one seen before the
+/// fetch. KEYS: image, gen[, grant]; ARGV: value, expected gen, PX ms, grant record.
+const PUBLISH_SCRIPT: &str = r"
+if (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if KEYS[3] then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3]) end
+return 1";
+
+/// Deletes the value and bumps the generation. KEYS: image, gen; ARGV: generation life ms.
+const INVALIDATE_SCRIPT: &str = r"
+redis.call('DEL', KEYS[1])
+local gen = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return gen";
+
+/// Deletes a lease only if it is still the caller's. KEYS: lease; ARGV: token.
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0";
 
 /// An image answer as the fleet shares it.
 #[derive(Debug)]
@@ -58,14 +92,21 @@ pub struct SharedAnswer {
 pub enum Claim {
     /// Another instance already has it.
     Found(SharedAnswer),
-    /// This instance should fetch: with the lease (it must publish or release), or without
-    /// one (Redis is unavailable, or the wait ran out).
-    Fetch(Option<Lease>),
+    /// This instance should fetch, and may share what it gets with [`Ticket`].
+    Fetch(Ticket),
 }
 
-/// A won fill lease.
-pub struct Lease {
+/// What a fetch needs to share its answer: the generation seen before it started (none if
+/// Redis could not be read: then nothing is shared), and the lease if it won one.
+#[derive(Default)]
+pub struct Ticket {
+    generation: Option<String>,
+    lease: Option<Lease>,
+}
+
+struct Lease {
     key: String,
+    token: String,
 }
 
 /// Which shared values a reader accepts.
@@ -78,34 +119,65 @@ pub enum Accept {
     YoungerThan(Duration),
 }
 
-enum Store {
+#[derive(Clone)]
+enum Connection {
     Single(ConnectionManager),
-    Cluster(Box<ClusterStore>),
+    Cluster(ClusterConnection),
 }
 
-/// A cluster connection is made on first use (it cannot be made lazily like a single
-/// server's), and again after a failed attempt.
-struct ClusterStore {
-    client: ClusterClient,
-    connection: OnceCell<ClusterConnection>,
+/// The command connection, made on first use and remade when the circuit opens: a
+/// connection that went silent is never noticed by the client library itself.
+struct Store {
+    single: Option<(redis::Client, ConnectionManagerConfig)>,
+    cluster: Option<ClusterClient>,
+    current: RwLock<Option<Connection>>,
 }
 
 impl Store {
-    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> redis::RedisResult<T> {
-        match self {
-            Store::Single(manager) => cmd.query_async(&mut manager.clone()).await,
-            Store::Cluster(cluster) => {
-                let connection = cluster
-                    .connection
-                    .get_or_try_init(|| cluster.client.get_async_connection())
-                    .await?;
-                cmd.query_async(&mut connection.clone()).await
-            }
+    async fn connection(&self) -> redis::RedisResult<Connection> {
+        if let Some(connection) = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+        {
+            return Ok(connection);
         }
+        let connection = match (&self.single, &self.cluster) {
+            (Some((client, config)), _) => Connection::Single(
+                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
+            ),
+            (None, Some(cluster)) => Connection::Cluster(cluster.get_async_connection().await?),
+            (None, None) => {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Client,
+                    "no Redis configured",
+                )))
+            }
+        };
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn reset(&self) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 }
 
-/// Skips Redis for a while after repeated failures.
+async fn query<T: FromRedisValue>(connection: Connection, cmd: &Cmd) -> redis::RedisResult<T> {
+    match connection {
+        Connection::Single(mut manager) => cmd.query_async(&mut manager).await,
+        Connection::Cluster(mut cluster) => cmd.query_async(&mut cluster).await,
+    }
+}
+
+/// Skips Redis for a while after repeated failures, then lets one probe through.
 struct Circuit {
     failures: AtomicU32,
     /// Milliseconds since `base` until which Redis is skipped; 0 = closed.
@@ -118,9 +190,24 @@ impl Circuit {
         self.base.elapsed().as_millis() as u64
     }
 
+    /// Whether a command may be sent. Once the cooldown is over, the first caller to ask
+    /// becomes the probe (the window moves on for everyone else).
     fn allows(&self) -> bool {
         let until = self.open_until.load(Ordering::Acquire);
-        until == 0 || self.now_ms() >= until
+        if until == 0 {
+            return true;
+        }
+        let now = self.now_ms();
+        now >= until
+            && self
+                .open_until
+                .compare_exchange(
+                    until,
+                    now + CIRCUIT_COOLDOWN.as_millis() as u64,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok()
     }
 
     /// Returns whether the circuit was open (and is now closed).
@@ -134,8 +221,7 @@ impl Circuit {
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if failures >= CIRCUIT_FAILURES {
             let until = self.now_ms() + CIRCUIT_COOLDOWN.as_millis() as u64;
-            self.open_until.store(until.max(1), Ordering::Release);
-            return true;
+            return self.open_until.swap(until.max(1), Ordering::AcqRel) == 0;
         }
         false
     }
@@ -145,7 +231,10 @@ impl Circuit {
 pub struct Fleet {
     store: Store,
     subscribe_to: Vec<redis::Client>,
-    prefix: String,
+    /// `--redis-prefix` and the auth mode: the start of every key.
+    keys: String,
+    /// `--redis-prefix`: the start of every channel.
+    channels: String,
     grants: Option<GrantHasher>,
     auth_mode: AuthMode,
     ttl: Duration,
@@ -154,8 +243,10 @@ pub struct Fleet {
     circuit: Circuit,
     metrics: L2Metrics,
     filled: broadcast::Sender<Arc<str>>,
-    /// Values produced before this (Unix ms) were purged.
+    /// Values and grants produced before this (Unix ms) were purged.
     purged_before: AtomicU64,
+    /// Whether the subscription has ever failed: then it resyncs on its next connection.
+    missed_messages: AtomicBool,
 }
 
 /// Why the tier could not be set up (a bad URL; an unreachable Redis is not an error).
@@ -175,6 +266,12 @@ fn unix_ms(time: SystemTime) -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+fn random_token() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl Fleet {
     /// A tier for `config`. Nothing is sent until it is used, so a Redis that is down at
     /// start-up only means misses until it is up.
@@ -192,34 +289,38 @@ impl Fleet {
             .iter()
             .map(|url| redis::Client::open(url.as_str()).map_err(|e| bad(url, e)))
             .collect::<Result<Vec<_>, _>>()?;
+        let connect_timeout = config.timeout * CONNECT_DEADLINES;
         let store = if config.is_cluster() {
             let client = ClusterClient::builder(config.urls.clone())
-                .connection_timeout(config.timeout)
+                .connection_timeout(connect_timeout)
                 .response_timeout(config.timeout)
                 .retries(1)
                 .build()
                 .map_err(|e| bad(&config.urls[0], e))?;
-            Store::Cluster(Box::new(ClusterStore {
-                client,
-                connection: OnceCell::new(),
-            }))
+            Store {
+                single: None,
+                cluster: Some(client),
+                current: RwLock::new(None),
+            }
         } else {
             let manager_config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(config.timeout))
+                .set_connection_timeout(Some(connect_timeout))
                 .set_response_timeout(Some(config.timeout))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_secs(1));
-            let manager =
-                ConnectionManager::new_lazy_with_config(subscribe_to[0].clone(), manager_config)
-                    .map_err(|e| bad(&config.urls[0], e))?;
-            Store::Single(manager)
+            Store {
+                single: Some((subscribe_to[0].clone(), manager_config)),
+                cluster: None,
+                current: RwLock::new(None),
+            }
         };
         metrics.set_enabled();
         let (filled, _) = broadcast::channel(1024);
         Ok(Fleet {
             store,
             subscribe_to,
-            prefix: config.prefix.clone(),
+            keys: format!("{}{}:", config.prefix, auth_mode.as_str()),
+            channels: config.prefix.clone(),
             grants: config
                 .grant_key
                 .as_ref()
@@ -236,19 +337,35 @@ impl Fleet {
             metrics,
             filled,
             purged_before: AtomicU64::new(0),
+            missed_messages: AtomicBool::new(false),
         })
     }
 
     fn image_key(&self, id: &str) -> String {
-        format!("{}image:{id}", self.prefix)
+        format!("{}image:{{{id}}}", self.keys)
     }
 
-    fn grant_key(&self, record: &str) -> String {
-        format!("{}grant:{record}", self.prefix)
+    fn generation_key(&self, id: &str) -> String {
+        format!("{}gen:{{{id}}}", self.keys)
+    }
+
+    fn grant_key(&self, id: &str, record: &str) -> String {
+        format!("{}grant:{{{id}}}:{record}", self.keys)
+    }
+
+    fn lease_key(&self, id: &str, reader: Option<&str>) -> String {
+        match reader {
+            Some(record) => format!("{}lease:{{{id}}}:{record}", self.keys),
+            None => format!("{}lease:{{{id}}}", self.keys),
+        }
+    }
+
+    fn purge_key(&self) -> String {
+        format!("{}purged-at", self.keys)
     }
 
     fn channel(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
+        format!("{}{name}", self.channels)
     }
 
     /// The caller's shared authorization record, if the fleet can know who may read `id`:
@@ -265,7 +382,7 @@ impl Fleet {
         }
     }
 
-    /// Runs one command under the deadline and the circuit; failures are counted here,
+    /// Runs one command under the deadlines and the circuit; failures are counted here,
     /// successes by the caller (who knows whether it was a hit).
     async fn run<T: FromRedisValue>(&self, op: L2Op, cmd: &Cmd) -> Result<T, ()> {
         if !self.circuit.allows() {
@@ -274,7 +391,17 @@ impl Fleet {
             return Err(());
         }
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.store.query::<T>(cmd)).await;
+        let connect_within = self.timeout * CONNECT_DEADLINES;
+        let result = match tokio::time::timeout(connect_within, self.store.connection()).await {
+            Ok(Ok(connection)) => {
+                match tokio::time::timeout(self.timeout, query::<T>(connection, cmd)).await {
+                    Ok(result) => Ok(result),
+                    Err(elapsed) => Err(elapsed),
+                }
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(elapsed) => Err(elapsed),
+        };
         let failure = match result {
             Ok(Ok(value)) => {
                 if self.circuit.succeeded() {
@@ -291,6 +418,8 @@ impl Fleet {
         };
         self.metrics.operation(op, failure, started.elapsed());
         if self.circuit.failed() {
+            // A connection that stopped answering is not replaced by the client library.
+            self.store.reset();
             self.metrics.set_circuit_open(true);
             tracing::warn!(
                 op = op.as_str(),
@@ -301,53 +430,57 @@ impl Fleet {
         Err(())
     }
 
-    /// Reads the shared answer for `id` that `reader` may be given, if there is one.
-    async fn read(&self, id: &str, reader: Option<&str>, accept: Accept) -> Option<SharedAnswer> {
+    /// Reads the shared answer for `id` that `reader` may be given, if there is one, with
+    /// the image's current generation (`Err` if Redis could not be read).
+    async fn read(
+        &self,
+        id: &str,
+        reader: Option<&str>,
+        accept: Accept,
+    ) -> Result<(Option<SharedAnswer>, String), ()> {
         let started = Instant::now();
-        let value: Option<Vec<u8>> = self
-            .run(L2Op::Get, redis::cmd("GET").arg(self.image_key(id)))
-            .await
-            .ok()?;
+        let mut mget = redis::cmd("MGET");
+        mget.arg(self.image_key(id)).arg(self.generation_key(id));
+        if let Some(record) = reader {
+            mget.arg(self.grant_key(id, record));
+        }
+        let values: Vec<Option<Vec<u8>>> = self.run(L2Op::Get, &mget).await?;
+        let mut values = values.into_iter();
+        let (value, generation, grant) = (
+            values.next().flatten(),
+            values.next().flatten(),
+            values.next().flatten(),
+        );
+        let generation = generation
+            .and_then(|g| String::from_utf8(g).ok())
+            .unwrap_or_else(|| "0".to_string());
+        let miss = |result| {
+            self.metrics.operation(L2Op::Get, result, started.elapsed());
+            Ok((None, generation.clone()))
+        };
         let Some(value) = value else {
-            self.metrics
-                .operation(L2Op::Get, L2Result::Miss, started.elapsed());
-            return None;
+            return miss(L2Result::Miss);
         };
         let Some((produced_ms, answer)) = decode(&value) else {
-            self.metrics
-                .operation(L2Op::Get, L2Result::Garbage, started.elapsed());
             tracing::warn!("the shared value of an image does not decode; ignoring it");
-            return None;
+            return miss(L2Result::Garbage);
         };
-        let now_ms = unix_ms(SystemTime::now());
+        let purged_before = self.purged_before.load(Ordering::Acquire);
         // Another host's clock may be a little ahead: an answer from the future is new.
-        let age = Duration::from_millis(now_ms.saturating_sub(produced_ms));
+        let age = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(produced_ms));
         let young_enough = match accept {
             Accept::Fresh => true,
             Accept::YoungerThan(limit) => age < limit,
         };
-        if age >= self.ttl
-            || !young_enough
-            || produced_ms < self.purged_before.load(Ordering::Acquire)
-        {
-            self.metrics
-                .operation(L2Op::Get, L2Result::Miss, started.elapsed());
-            return None;
+        if age >= self.ttl || !young_enough || produced_ms < purged_before {
+            return miss(L2Result::Miss);
         }
-        if let Some(record) = reader {
-            let granted: Option<Vec<u8>> = self
-                .run(L2Op::Get, redis::cmd("GET").arg(self.grant_key(record)))
-                .await
-                .ok()?;
-            if granted.is_none() {
-                self.metrics
-                    .operation(L2Op::Get, L2Result::Miss, started.elapsed());
-                return None;
-            }
+        if reader.is_some() && !grant_holds(grant.as_deref(), &generation, purged_before) {
+            return miss(L2Result::Miss);
         }
         self.metrics
             .operation(L2Op::Get, L2Result::Ok, started.elapsed());
-        Some(SharedAnswer { age, ..answer })
+        Ok((Some(SharedAnswer { age, ..answer }), generation))
     }
 
     /// Finds `id` in the fleet, or decides who fetches it: this instance with the lease,
@@ -362,25 +495,36 @@ impl Fleet {
     ) -> Claim {
         // Subscribed before the first read, so a fill that lands in between still wakes us.
         let mut filled = self.filled.subscribe();
-        let lease_key = match reader {
-            Some(record) => format!("{}lease:{id}:{record}", self.prefix),
-            None => format!("{}lease:{id}", self.prefix),
-        };
+        let lease_key = self.lease_key(id, reader);
+        let token = random_token();
         let mut waited = false;
-        loop {
-            if let Some(found) = self.read(id, reader, accept).await {
-                if waited {
-                    self.metrics.waited(FleetWait::Filled);
-                }
-                return Claim::Found(found);
+        let gave_up = |waited: bool, generation: Option<String>| {
+            if waited {
+                self.metrics.waited(FleetWait::GaveUp);
             }
+            Claim::Fetch(Ticket {
+                generation,
+                lease: None,
+            })
+        };
+        loop {
+            let generation = match self.read(id, reader, accept).await {
+                Ok((Some(found), _)) => {
+                    if waited {
+                        self.metrics.waited(FleetWait::Filled);
+                    }
+                    return Claim::Found(found);
+                }
+                Ok((None, generation)) => generation,
+                Err(()) => return gave_up(waited, None),
+            };
             let started = Instant::now();
             let won: Result<bool, ()> = self
                 .run(
                     L2Op::Lease,
                     redis::cmd("SET")
                         .arg(&lease_key)
-                        .arg(b"1".as_slice())
+                        .arg(&token)
                         .arg("PX")
                         .arg(self.lease.as_millis() as u64)
                         .arg("NX"),
@@ -393,23 +537,23 @@ impl Fleet {
                     if waited {
                         self.metrics.waited(FleetWait::TakenOver);
                     }
-                    return Claim::Fetch(Some(Lease { key: lease_key }));
+                    return Claim::Fetch(Ticket {
+                        generation: Some(generation),
+                        lease: Some(Lease {
+                            key: lease_key,
+                            token,
+                        }),
+                    });
                 }
                 Ok(false) => {
                     self.metrics
                         .operation(L2Op::Lease, L2Result::Miss, started.elapsed());
                 }
-                Err(()) => {
-                    if waited {
-                        self.metrics.waited(FleetWait::GaveUp);
-                    }
-                    return Claim::Fetch(None);
-                }
+                Err(()) => return gave_up(waited, Some(generation)),
             }
             let now = Instant::now();
             if now >= wait_until {
-                self.metrics.waited(FleetWait::GaveUp);
-                return Claim::Fetch(None);
+                return gave_up(true, Some(generation));
             }
             waited = true;
             let poll_until = (now + FALLBACK_POLL).min(wait_until);
@@ -430,78 +574,133 @@ impl Fleet {
         }
     }
 
+    /// A ticket for a fetch that does not read the fleet first (`no-cache`): it may still
+    /// share its answer, if the image is not invalidated meanwhile.
+    pub async fn ticket(&self, id: &str) -> Ticket {
+        let started = Instant::now();
+        let generation: Result<Option<String>, ()> = self
+            .run(L2Op::Get, redis::cmd("GET").arg(self.generation_key(id)))
+            .await;
+        if generation.is_ok() {
+            self.metrics
+                .operation(L2Op::Get, L2Result::Miss, started.elapsed());
+        }
+        Ticket {
+            generation: generation
+                .ok()
+                .map(|g| g.unwrap_or_else(|| "0".to_string())),
+            lease: None,
+        }
+    }
+
     /// Shares a READY answer produced at `produced` (by this host's wall clock), grants it to
-    /// `reader`, and wakes the instances waiting for it.
+    /// `reader`, and wakes the instances waiting for it; only if the image was not
+    /// invalidated since `ticket` was taken. The lease, if any, is given up either way.
     pub async fn publish(
         &self,
         id: &str,
         reader: Option<&str>,
         answer: &SharedAnswer,
         produced: SystemTime,
+        ticket: Ticket,
     ) {
         let left = self.ttl.saturating_sub(answer.age);
         let px = left.as_millis() as u64;
-        if px == 0 {
-            return;
-        }
-        let value = encode(unix_ms(produced), answer);
-        let started = Instant::now();
-        let stored: Result<(), ()> = self
-            .run(
-                L2Op::Set,
-                redis::cmd("SET")
-                    .arg(self.image_key(id))
-                    .arg(value)
-                    .arg("PX")
-                    .arg(px),
-            )
-            .await;
-        if stored.is_err() {
-            return;
-        }
-        self.metrics
-            .operation(L2Op::Set, L2Result::Ok, started.elapsed());
-        if let Some(record) = reader {
+        if let (Some(generation), true) = (&ticket.generation, px > 0) {
+            let produced_ms = unix_ms(produced);
+            let mut script = redis::cmd("EVAL");
+            script
+                .arg(PUBLISH_SCRIPT)
+                .arg(if reader.is_some() { 3 } else { 2 })
+                .arg(self.image_key(id))
+                .arg(self.generation_key(id));
+            if let Some(record) = reader {
+                script.arg(self.grant_key(id, record));
+            }
+            script
+                .arg(encode(produced_ms, answer))
+                .arg(generation)
+                .arg(px)
+                .arg(format!("{generation}:{produced_ms}"));
             let started = Instant::now();
-            let granted: Result<(), ()> = self
-                .run(
-                    L2Op::Set,
-                    redis::cmd("SET")
-                        .arg(self.grant_key(record))
-                        .arg(b"1".as_slice())
-                        .arg("PX")
-                        .arg(px),
-                )
-                .await;
-            if granted.is_ok() {
-                self.metrics
-                    .operation(L2Op::Set, L2Result::Ok, started.elapsed());
+            let stored: Result<i64, ()> = self.run(L2Op::Set, &script).await;
+            match stored {
+                Ok(1) => {
+                    self.metrics
+                        .operation(L2Op::Set, L2Result::Ok, started.elapsed());
+                    self.announce("filled", id).await;
+                }
+                Ok(_) => {
+                    // Invalidated while we fetched: what we have may be the old image.
+                    self.metrics
+                        .operation(L2Op::Set, L2Result::Miss, started.elapsed());
+                }
+                Err(()) => {}
             }
         }
+        self.release(ticket, id).await;
+    }
+
+    /// Gives up the ticket's lease, if any, so that waiting instances look again at once.
+    pub async fn release(&self, ticket: Ticket, id: &str) {
+        let Some(lease) = ticket.lease else { return };
+        let started = Instant::now();
+        let released: Result<i64, ()> = self
+            .run(
+                L2Op::Delete,
+                redis::cmd("EVAL")
+                    .arg(RELEASE_SCRIPT)
+                    .arg(1)
+                    .arg(&lease.key)
+                    .arg(&lease.token),
+            )
+            .await;
+        if released.is_ok() {
+            self.metrics
+                .operation(L2Op::Delete, L2Result::Ok, started.elapsed());
+        }
         self.announce("filled", id).await;
     }
 
-    /// Gives up a lease without a value (the fetch failed or the answer is not shareable),
-    /// so that waiting instances stop waiting.
-    pub async fn release(&self, lease: Lease, id: &str) {
-        self.delete(&lease.key).await;
-        self.announce("filled", id).await;
-    }
-
-    /// Drops a lease whose value is published: should the value be invalidated soon after,
-    /// the next miss need not wait for the lease to run out. (If this fill outlived its lease
-    /// and another instance holds it now, that costs at most one more fetch.)
-    pub async fn drop_lease(&self, lease: Lease) {
-        self.delete(&lease.key).await;
-    }
-
-    /// Drops `id` everywhere: the shared value, and (by message) every instance's copy.
+    /// Drops `id` everywhere: the shared value and every grant of it, and (by message)
+    /// every instance's copy.
     pub async fn invalidate(&self, id: &str) {
-        self.delete(&self.image_key(id)).await;
+        let started = Instant::now();
+        let bumped: Result<i64, ()> = self
+            .run(
+                L2Op::Delete,
+                redis::cmd("EVAL")
+                    .arg(INVALIDATE_SCRIPT)
+                    .arg(2)
+                    .arg(self.image_key(id))
+                    .arg(self.generation_key(id))
+                    .arg(GENERATION_LIFE.as_millis() as u64),
+            )
+            .await;
+        if bumped.is_ok() {
+            self.metrics
+                .operation(L2Op::Delete, L2Result::Ok, started.elapsed());
+        }
         self.announce("invalidate", id).await;
     }
 
-    /// Drops every image everywhere: values produced before now are ignored from now on.
+    /// Forgets that `reader` may read `id`: the API refused it (401, 403 or 404).
+    pub async fn revoke(&self, id: &str, reader: &str) {
+        let started = Instant::now();
+        let deleted: Result<i64, ()> = self
+            .run(
+                L2Op::Delete,
+                redis::cmd("DEL").arg(self.grant_key(id, reader)),
+            )
+            .await;
+        if deleted.is_ok() {
+            self.metrics
+                .operation(L2Op::Delete, L2Result::Ok, started.elapsed());
+        }
+    }
+
+    /// Drops every image everywhere: values and grants produced before now are ignored from
+    /// now on.
     pub async fn invalidate_all(&self) {
         let now = unix_ms(SystemTime::now());
         self.purged_before.fetch_max(now, Ordering::AcqRel);
@@ -509,9 +708,7 @@ impl Fleet {
         let set: Result<(), ()> = self
             .run(
                 L2Op::Set,
-                redis::cmd("SET")
-                    .arg(self.channel("purged-at"))
-                    .arg(now.to_string()),
+                redis::cmd("SET").arg(self.purge_key()).arg(now.to_string()),
             )
             .await;
         if set.is_ok() {
@@ -519,15 +716,6 @@ impl Fleet {
                 .operation(L2Op::Set, L2Result::Ok, started.elapsed());
         }
         self.announce("invalidate", "*").await;
-    }
-
-    async fn delete(&self, key: &str) {
-        let started = Instant::now();
-        let deleted: Result<i64, ()> = self.run(L2Op::Delete, redis::cmd("DEL").arg(key)).await;
-        if deleted.is_ok() {
-            self.metrics
-                .operation(L2Op::Delete, L2Result::Ok, started.elapsed());
-        }
     }
 
     async fn announce(&self, channel: &str, id: &str) {
@@ -546,7 +734,8 @@ impl Fleet {
 
     /// Listens to the fleet until `owner` is dropped: `filled` messages wake local waiters,
     /// `invalidate` messages reach `on_invalidate` (`None` = everything). After a gap in the
-    /// subscription, messages may have been missed, so everything local is dropped too.
+    /// subscription (or if it could not be made at first), messages may have been missed, so
+    /// everything local is dropped too.
     pub fn listen<T, F>(
         self: &Arc<Self>,
         owner: Weak<T>,
@@ -558,14 +747,16 @@ impl Fleet {
         let fleet = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
-            let mut connected_before = false;
             let mut seed = 0usize;
             loop {
                 let Some(this) = fleet.upgrade() else { return };
                 let client = this.subscribe_to[seed % this.subscribe_to.len()].clone();
                 seed = seed.wrapping_add(1);
                 let channels = [this.channel("invalidate"), this.channel("filled")];
-                let connect_within = this.timeout * 4;
+                let (connect_within, ping_within) = (
+                    this.timeout * CONNECT_DEADLINES,
+                    this.timeout * CONNECT_DEADLINES,
+                );
                 drop(this);
                 let subscribed = tokio::time::timeout(connect_within, async {
                     let mut pubsub = client.get_async_pubsub().await?;
@@ -574,6 +765,12 @@ impl Fleet {
                 })
                 .await;
                 let Ok(Ok(pubsub)) = subscribed else {
+                    if let Some(this) = fleet.upgrade() {
+                        this.missed_messages.store(true, Ordering::Release);
+                    }
+                    if owner.strong_count() == 0 {
+                        return;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
                     continue;
@@ -582,21 +779,24 @@ impl Fleet {
                 {
                     let Some(this) = fleet.upgrade() else { return };
                     this.load_purge_time().await;
-                    if connected_before {
+                    if this.missed_messages.swap(false, Ordering::AcqRel) {
                         this.metrics.message(FleetMessage::Resync);
                         let Some(owner) = owner.upgrade() else { return };
                         on_invalidate(owner, None).await;
                     }
                 }
-                connected_before = true;
-                let mut messages = pubsub.into_on_message();
+                let (mut sink, mut messages) = pubsub.split();
+                let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
+                ping.tick().await;
                 loop {
                     let message = tokio::select! {
                         message = messages.next() => message,
-                        // Wakes now and then to notice that the proxy is gone.
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        _ = ping.tick() => {
+                            // Also how a dropped proxy is noticed by this task.
                             if owner.strong_count() == 0 { return; }
-                            continue;
+                            let pong = tokio::time::timeout(ping_within, sink.ping::<String>()).await;
+                            if matches!(pong, Ok(Ok(_))) { continue; }
+                            None
                         }
                     };
                     let Some(message) = message else { break };
@@ -619,6 +819,9 @@ impl Fleet {
                         }
                     }
                 }
+                if let Some(this) = fleet.upgrade() {
+                    this.missed_messages.store(true, Ordering::Release);
+                }
                 tracing::warn!("the fleet subscription was lost; reconnecting");
             }
         });
@@ -628,14 +831,24 @@ impl Fleet {
     /// counted as a `get`, which counts image reads.)
     async fn load_purge_time(&self) {
         let value: Result<Option<String>, ()> = self
-            .run(L2Op::Get, redis::cmd("GET").arg(self.channel("purged-at")))
+            .run(L2Op::Get, redis::cmd("GET").arg(self.purge_key()))
             .await;
-        if let Ok(value) = value {
-            if let Some(ms) = value.and_then(|v| v.parse::<u64>().ok()) {
-                self.purged_before.fetch_max(ms, Ordering::AcqRel);
-            }
+        if let Ok(Some(ms)) = value.map(|v| v.and_then(|v| v.parse::<u64>().ok())) {
+            self.purged_before.fetch_max(ms, Ordering::AcqRel);
         }
     }
+}
+
+/// Whether a grant record (`{generation}:{written at, Unix ms}`) still stands: made in the
+/// image's current generation, and not before the last purge.
+fn grant_holds(grant: Option<&[u8]>, generation: &str, purged_before: u64) -> bool {
+    let Some(grant) = grant.and_then(|g| std::str::from_utf8(g).ok()) else {
+        return false;
+    };
+    let Some((granted_in, written)) = grant.split_once(':') else {
+        return false;
+    };
+    granted_in == generation && written.parse::<u64>().is_ok_and(|ms| ms >= purged_before)
 }
 
 /// `BIC1`, produced-at (Unix ms, u64), status (u16), header count (u16), each header as
@@ -649,7 +862,7 @@ fn encode(produced_ms: u64, answer: &SharedAnswer) -> Vec<u8> {
         .headers
         .iter()
         .filter(|(name, value)| name.as_str().len() <= 0xffff && value.len() <= 0xffff)
-        .take(0xffff)
+        .take(MAX_SHARED_HEADERS)
         .collect();
     out.extend_from_slice(&(headers.len() as u16).to_be_bytes());
     for (name, value) in headers {
@@ -673,13 +886,17 @@ fn decode(value: &[u8]) -> Option<(u64, SharedAnswer)> {
     let produced_ms = u64::from_be_bytes(take(8)?.try_into().ok()?);
     let status = StatusCode::from_u16(u16::from_be_bytes(take(2)?.try_into().ok()?)).ok()?;
     let count = u16::from_be_bytes(take(2)?.try_into().ok()?);
-    let mut headers = HeaderMap::with_capacity(usize::from(count));
+    // We never write more; a bigger count is garbage (and must not size an allocation).
+    if usize::from(count) > MAX_SHARED_HEADERS {
+        return None;
+    }
+    let mut headers = HeaderMap::new();
     for _ in 0..count {
         let len = u16::from_be_bytes(take(2)?.try_into().ok()?);
         let name = HeaderName::from_bytes(take(usize::from(len))?).ok()?;
         let len = u16::from_be_bytes(take(2)?.try_into().ok()?);
         let value = HeaderValue::from_bytes(take(usize::from(len))?).ok()?;
-        headers.append(name, value);
+        headers.try_append(name, value).ok()?;
     }
     let body = Bytes::copy_from_slice(rest);
     Some((
@@ -733,6 +950,26 @@ mod tests {
         bad_status[12] = 0;
         bad_status[13] = 7;
         assert!(decode(&bad_status).is_none());
+    }
+
+    #[test]
+    fn a_huge_header_count_is_garbage_not_an_allocation() {
+        let mut value = Vec::from(&VALUE_MAGIC[..]);
+        value.extend_from_slice(&1u64.to_be_bytes());
+        value.extend_from_slice(&200u16.to_be_bytes());
+        value.extend_from_slice(&u16::MAX.to_be_bytes());
+        value.extend_from_slice(&[0u8; 64]);
+        assert!(decode(&value).is_none());
+    }
+
+    #[test]
+    fn grants_hold_only_in_their_generation_and_after_the_last_purge() {
+        assert!(grant_holds(Some(b"3:1000"), "3", 999));
+        assert!(grant_holds(Some(b"3:1000"), "3", 1000));
+        assert!(!grant_holds(Some(b"3:1000"), "4", 0));
+        assert!(!grant_holds(Some(b"3:1000"), "3", 1001));
+        assert!(!grant_holds(Some(b"1"), "1", 0));
+        assert!(!grant_holds(None, "0", 0));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::body::ProxyBody;
 use crate::cache::{removal_cause_label, EntryKind, Generation, ImageCache, Lookup, NewEntry};
 use crate::coalesce::{Coalescer, Joined, Overloaded, Wait};
 use crate::config::{AuthMode, Config};
-use crate::fleet::{Accept, Claim, Fleet, SharedAnswer};
+use crate::fleet::{Accept, Claim, Fleet, SharedAnswer, Ticket};
 use crate::metrics::{InvalidationReason, Metrics, Rejection};
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::{classify, Route, IMAGES_PREFIX};
@@ -124,6 +124,8 @@ enum FleetEffect {
     Share(SharedAnswer, SystemTime),
     /// The image is no longer what others may hold: drop it everywhere.
     Invalidate,
+    /// The API refused this credential (401, 403, 404): forget that it may read the image.
+    Revoke,
     /// Nothing to tell.
     Nothing,
 }
@@ -483,19 +485,24 @@ impl Proxy {
         };
         // `None`: this caller's reads cannot be shared (per-credential without a grant key).
         let reader = fleet.reader(id, headers);
-        let mut lease = None;
-        if let (Some(reader), Some(accept)) = (&reader, fleet_read) {
-            // Half of the time left at most, so that a fetch of our own still fits after.
-            let now = Instant::now();
-            let wait_until = now + deadline.saturating_duration_since(now) / 2;
-            match fleet.claim(id, reader.as_deref(), accept, wait_until).await {
-                Claim::Found(shared) => {
-                    if let Some(entry) = self.store_shared(id, shared, who, generation).await {
-                        return FlightResult::Cached(entry);
+        let mut ticket = Ticket::default();
+        match (&reader, fleet_read) {
+            (Some(reader), Some(accept)) => {
+                // Half of the time left at most, so that a fetch of our own still fits after.
+                let now = Instant::now();
+                let wait_until = now + deadline.saturating_duration_since(now) / 2;
+                match fleet.claim(id, reader.as_deref(), accept, wait_until).await {
+                    Claim::Found(shared) => {
+                        if let Some(entry) = self.store_shared(id, shared, who, generation).await {
+                            return FlightResult::Cached(entry);
+                        }
                     }
+                    Claim::Fetch(fetch) => ticket = fetch,
                 }
-                Claim::Fetch(won) => lease = won,
             }
+            // A no-cache fetch does not read the fleet, but may refresh it.
+            (Some(_), None) => ticket = fleet.ticket(id).await,
+            (None, _) => {}
         }
         let (result, effect) = self
             .fetch_upstream(id, headers, who, deadline, hand_over, generation)
@@ -506,20 +513,14 @@ impl Proxy {
         tokio::spawn(async move {
             match (effect, reader) {
                 (FleetEffect::Share(answer, produced), Some(reader)) => {
-                    fleet
-                        .publish(&id, reader.as_deref(), &answer, produced)
-                        .await;
-                    if let Some(lease) = lease {
-                        fleet.drop_lease(lease).await;
-                    }
-                    return;
+                    let reader = reader.as_deref();
+                    return fleet.publish(&id, reader, &answer, produced, ticket).await;
                 }
                 (FleetEffect::Invalidate, _) => fleet.invalidate(&id).await,
+                (FleetEffect::Revoke, Some(Some(record))) => fleet.revoke(&id, &record).await,
                 _ => {}
             }
-            if let Some(lease) = lease {
-                fleet.release(lease, &id).await;
-            }
+            fleet.release(ticket, &id).await;
         });
         result
     }
@@ -640,6 +641,7 @@ impl Proxy {
         received_at: Instant,
         mut generation: Generation,
     ) -> (bool, FleetEffect) {
+        let mut not_found_effect = FleetEffect::Nothing;
         let kind = match head.status {
             StatusCode::OK => match image_state(body) {
                 Some(state) if state.id.as_deref() == Some(id) => {
@@ -659,39 +661,36 @@ impl Proxy {
             StatusCode::NOT_FOUND => {
                 // A 404 may only mean "not for you": it drops the fleet's copy only when it
                 // dropped a copy this caller could read.
-                let mut effect = FleetEffect::Nothing;
+                not_found_effect = FleetEffect::Revoke;
                 if self
                     .invalidate_for(id, who, InvalidationReason::NotFound)
                     .await
                 {
                     // Our own invalidation must not stop us storing the 404 that caused it.
                     generation = self.cache.generation(id);
-                    effect = FleetEffect::Invalidate;
+                    not_found_effect = FleetEffect::Invalidate;
                 }
                 if !self.cache.stores_not_found() {
-                    return (false, effect);
+                    return (false, not_found_effect);
                 }
                 EntryKind::NotFound
+            }
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                return (false, FleetEffect::Revoke)
             }
             _ => return (false, FleetEffect::Nothing),
         };
         // Without a credential an entry could never be served in per-credential mode.
         if self.auth_mode == AuthMode::PerCredential && who.is_none() {
-            return (false, FleetEffect::Nothing);
+            return (false, not_found_effect);
         }
         let headers = detached(&replayable(&head.headers));
-        let effect = match kind {
-            EntryKind::Ready => FleetEffect::Share(
-                SharedAnswer {
-                    status: head.status,
-                    headers: headers.clone(),
-                    body: body.clone(),
-                    age: received_at.elapsed(),
-                },
-                SystemTime::now() - received_at.elapsed(),
-            ),
-            EntryKind::NotFound => FleetEffect::Nothing,
-        };
+        let shared = (kind == EntryKind::Ready).then(|| SharedAnswer {
+            status: head.status,
+            headers: headers.clone(),
+            body: body.clone(),
+            age: received_at.elapsed(),
+        });
         let entry = NewEntry {
             kind,
             status: head.status,
@@ -699,7 +698,20 @@ impl Proxy {
             body: body.clone(),
             received_at,
         };
-        (self.cache.store(id, entry, who, generation).await, effect)
+        let stored = self.cache.store(id, entry, who, generation).await;
+        let effect = match shared {
+            // Not stored here means invalidated while it was fetched: not for others either.
+            Some(answer) if stored => {
+                let produced = SystemTime::now()
+                    .checked_sub(answer.age)
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                FleetEffect::Share(answer, produced)
+            }
+            Some(_) => FleetEffect::Nothing,
+            // A stored 404: what it did to the fleet was decided above.
+            None => not_found_effect,
+        };
+        (stored, effect)
     }
 
     async fn invalidate_for(

@@ -20,6 +20,18 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A free port whose cluster bus port (port + 10000) is a port too, and free as well.
+fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let port = 20_000 + (rand::random::<u16>() % 35_000);
+        let free = |p: u16| StdListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
 impl RedisServer {
     pub async fn start() -> RedisServer {
         RedisServer::start_with(&[]).await
@@ -27,7 +39,11 @@ impl RedisServer {
 
     /// A server with extra `redis-server` arguments (e.g. cluster mode).
     pub async fn start_with(extra: &[&str]) -> RedisServer {
-        let port = free_port();
+        let port = if extra.contains(&"--cluster-enabled") {
+            free_cluster_port()
+        } else {
+            free_port()
+        };
         let dir = std::env::temp_dir().join(format!("bic-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis work dir");
         let mut server = RedisServer {
