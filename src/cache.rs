@@ -368,6 +368,22 @@ impl ImageCache {
         who: Option<Fingerprint>,
         generation: Generation,
     ) -> bool {
+        let granted_at = new.received_at;
+        self.store_granted(id, new, who, granted_at, generation)
+            .await
+    }
+
+    /// [`ImageCache::store`], with `who`'s grant dated `granted_at` rather than when the
+    /// answer was produced: an answer from the fleet may be newer than the check that let
+    /// `who` read it, and a grant lasts one TTL from that check.
+    pub async fn store_granted(
+        &self,
+        id: &str,
+        new: NewEntry,
+        who: Option<Fingerprint>,
+        granted_at: Instant,
+        generation: Generation,
+    ) -> bool {
         let fresh_for = match new.kind {
             EntryKind::Ready => self.ttl,
             EntryKind::NotFound => self.negative_ttl,
@@ -396,7 +412,7 @@ impl ImageCache {
                         );
                     }
                     if let Some(who) = who {
-                        grants.push(Grant::new(who, new.received_at));
+                        grants.push(Grant::new(who, granted_at));
                     }
                     if grants.len() > MAX_GRANTS_PER_ENTRY {
                         grants.sort_by_key(|g| std::cmp::Reverse(g.at));
@@ -711,6 +727,38 @@ mod tests {
         assert!(matches!(
             cache.lookup("ly5stale", None, now).await,
             Lookup::Stale(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_grant_lasts_one_ttl_from_the_check_not_from_the_answer() {
+        let cache = ImageCache::new(&config(AuthMode::PerCredential), |_| {});
+        let (alice, _) = fingerprints();
+        let now = Instant::now();
+        let mut answer = ready("newer answer");
+        answer.received_at = now;
+        let checked = now - Duration::from_secs(50);
+        assert!(
+            cache
+                .store_granted(
+                    "ly5a",
+                    answer,
+                    Some(alice),
+                    checked,
+                    cache.generation("ly5a")
+                )
+                .await
+        );
+        assert!(matches!(
+            cache.lookup("ly5a", Some(alice), now).await,
+            Lookup::Fresh(_)
+        ));
+        // The entry is fresh for 60 s more, but Alice was checked 50 s before it arrived.
+        assert!(matches!(
+            cache
+                .lookup("ly5a", Some(alice), now + Duration::from_secs(11))
+                .await,
+            Lookup::Miss
         ));
     }
 }

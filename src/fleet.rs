@@ -86,6 +86,9 @@ pub struct SharedAnswer {
     pub body: Bytes,
     /// How old the answer is now, by the wall clock of the instance that produced it.
     pub age: Duration,
+    /// How long ago the reader's credential was checked by the API (its grant record was
+    /// written); the answer's age in shared mode.
+    pub granted_age: Duration,
 }
 
 /// What the fleet says about a local miss.
@@ -475,12 +478,25 @@ impl Fleet {
         if age >= self.ttl || !young_enough || produced_ms < purged_before {
             return miss(L2Result::Miss);
         }
-        if reader.is_some() && !grant_holds(grant.as_deref(), &generation, purged_before) {
+        let now_ms = unix_ms(SystemTime::now());
+        let granted_age = match reader {
+            None => age,
+            Some(_) => match grant_holds(grant.as_deref(), &generation, purged_before) {
+                Some(written_ms) => Duration::from_millis(now_ms.saturating_sub(written_ms)),
+                None => return miss(L2Result::Miss),
+            },
+        };
+        if granted_age >= self.ttl {
             return miss(L2Result::Miss);
         }
         self.metrics
             .operation(L2Op::Get, L2Result::Ok, started.elapsed());
-        Ok((Some(SharedAnswer { age, ..answer }), generation))
+        let answer = SharedAnswer {
+            age,
+            granted_age,
+            ..answer
+        };
+        Ok((Some(answer), generation))
     }
 
     /// Finds `id` in the fleet, or decides who fetches it: this instance with the lease,
@@ -839,16 +855,13 @@ impl Fleet {
     }
 }
 
-/// Whether a grant record (`{generation}:{written at, Unix ms}`) still stands: made in the
-/// image's current generation, and not before the last purge.
-fn grant_holds(grant: Option<&[u8]>, generation: &str, purged_before: u64) -> bool {
-    let Some(grant) = grant.and_then(|g| std::str::from_utf8(g).ok()) else {
-        return false;
-    };
-    let Some((granted_in, written)) = grant.split_once(':') else {
-        return false;
-    };
-    granted_in == generation && written.parse::<u64>().is_ok_and(|ms| ms >= purged_before)
+/// When a grant record (`{generation}:{written at, Unix ms}`) was written, if it still
+/// stands: made in the image's current generation, and not before the last purge.
+fn grant_holds(grant: Option<&[u8]>, generation: &str, purged_before: u64) -> Option<u64> {
+    let grant = std::str::from_utf8(grant?).ok()?;
+    let (granted_in, written) = grant.split_once(':')?;
+    let written = written.parse::<u64>().ok()?;
+    (granted_in == generation && written >= purged_before).then_some(written)
 }
 
 /// `BIC1`, produced-at (Unix ms, u64), status (u16), header count (u16), each header as
@@ -906,6 +919,7 @@ fn decode(value: &[u8]) -> Option<(u64, SharedAnswer)> {
             headers,
             body,
             age: Duration::ZERO,
+            granted_age: Duration::ZERO,
         },
     ))
 }
@@ -923,6 +937,7 @@ mod tests {
             headers,
             body: Bytes::from_static(b"{\"id\":\"ly5a\",\"status\":\"READY\"}"),
             age: Duration::ZERO,
+            granted_age: Duration::ZERO,
         }
     }
 
@@ -964,12 +979,12 @@ mod tests {
 
     #[test]
     fn grants_hold_only_in_their_generation_and_after_the_last_purge() {
-        assert!(grant_holds(Some(b"3:1000"), "3", 999));
-        assert!(grant_holds(Some(b"3:1000"), "3", 1000));
-        assert!(!grant_holds(Some(b"3:1000"), "4", 0));
-        assert!(!grant_holds(Some(b"3:1000"), "3", 1001));
-        assert!(!grant_holds(Some(b"1"), "1", 0));
-        assert!(!grant_holds(None, "0", 0));
+        assert_eq!(grant_holds(Some(b"3:1000"), "3", 999), Some(1000));
+        assert_eq!(grant_holds(Some(b"3:1000"), "3", 1000), Some(1000));
+        assert_eq!(grant_holds(Some(b"3:1000"), "4", 0), None);
+        assert_eq!(grant_holds(Some(b"3:1000"), "3", 1001), None);
+        assert_eq!(grant_holds(Some(b"1"), "1", 0), None);
+        assert_eq!(grant_holds(None, "0", 0), None);
     }
 
     #[test]

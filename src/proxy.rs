@@ -550,7 +550,12 @@ impl Proxy {
             body: shared.body,
             received_at: now.checked_sub(shared.age).unwrap_or(now),
         };
-        if !self.cache.store(id, entry, who, generation).await {
+        let granted_at = now.checked_sub(shared.granted_age).unwrap_or(now);
+        if !self
+            .cache
+            .store_granted(id, entry, who, granted_at, generation)
+            .await
+        {
             return None;
         }
         match self.cache.lookup(id, who, now).await {
@@ -690,6 +695,7 @@ impl Proxy {
             headers: headers.clone(),
             body: body.clone(),
             age: received_at.elapsed(),
+            granted_age: received_at.elapsed(),
         });
         let entry = NewEntry {
             kind,
