@@ -550,15 +550,29 @@ impl Fleet {
                 Ok(true) => {
                     self.metrics
                         .operation(L2Op::Lease, L2Result::Ok, started.elapsed());
+                    let lease = Lease {
+                        key: lease_key,
+                        token,
+                    };
+                    // The previous holder may have published and let go of the lease between
+                    // our read and our win: look once more before fetching.
+                    let generation = match self.read(id, reader, accept).await {
+                        Ok((Some(found), _)) => {
+                            self.release_lease(lease).await;
+                            if waited {
+                                self.metrics.waited(FleetWait::Filled);
+                            }
+                            return Claim::Found(found);
+                        }
+                        Ok((None, generation)) => Some(generation),
+                        Err(()) => None,
+                    };
                     if waited {
                         self.metrics.waited(FleetWait::TakenOver);
                     }
                     return Claim::Fetch(Ticket {
-                        generation: Some(generation),
-                        lease: Some(Lease {
-                            key: lease_key,
-                            token,
-                        }),
+                        generation,
+                        lease: Some(lease),
                     });
                 }
                 Ok(false) => {
@@ -660,6 +674,11 @@ impl Fleet {
     /// Gives up the ticket's lease, if any, so that waiting instances look again at once.
     pub async fn release(&self, ticket: Ticket, id: &str) {
         let Some(lease) = ticket.lease else { return };
+        self.release_lease(lease).await;
+        self.announce("filled", id).await;
+    }
+
+    async fn release_lease(&self, lease: Lease) {
         let started = Instant::now();
         let released: Result<i64, ()> = self
             .run(
@@ -675,7 +694,6 @@ impl Fleet {
             self.metrics
                 .operation(L2Op::Delete, L2Result::Ok, started.elapsed());
         }
-        self.announce("filled", id).await;
     }
 
     /// Drops `id` everywhere: the shared value and every grant of it, and (by message)

@@ -116,16 +116,6 @@ async fn a_burst_spread_over_three_instances_is_one_upstream_request() {
     for h in &instances {
         assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     }
-    let lease_wins: f64 = {
-        let mut total = 0.0;
-        for h in &instances {
-            total += Scrape::take(h).await.get(&format!(
-                "{P}_l2_operations_total{{op=\"lease\",result=\"ok\"}}"
-            ));
-        }
-        total
-    };
-    assert_eq!(lease_wins, 1.0);
     stop_all(instances).await;
 }
 
