@@ -6,20 +6,15 @@
 //! Usage: bursts [BINARY=target/release/baremetal-image-cache]
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baremetal_image_cache::sim::{Image, Simulator};
-use bytes::Bytes;
-use http::StatusCode;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 const TOKEN: &str = "t1.burst-bench-token";
 const FOLDER: &str = "b1gburstfolder000001";
 
 mod support;
-use support::{get_with_token, ProxyProcess};
+use support::{burst, ProxyProcess};
 
 fn image_id(n: usize) -> String {
     format!("ly5burst{n:012}")
@@ -27,31 +22,17 @@ fn image_id(n: usize) -> String {
 
 /// Fires `per_image` concurrent requests at each of `images`, all at once; returns how many
 /// answered 200 and the time until the last answer.
-async fn burst(listen: &str, images: &[String], per_image: usize) -> (usize, Duration) {
-    // A fresh client, so every request opens its own connection as a fleet's would.
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build_http::<Full<Bytes>>();
-    let start = std::sync::Arc::new(tokio::sync::Barrier::new(images.len() * per_image));
-    let began = Instant::now();
-    let mut tasks = Vec::new();
-    for id in images {
-        for _ in 0..per_image {
-            let (client, start) = (client.clone(), start.clone());
-            let url = format!("http://{listen}/baremetal/v1alpha/images/{id}");
-            tasks.push(tokio::spawn(async move {
-                start.wait().await;
-                get_with_token(&client, url, TOKEN).await
-            }));
-        }
-    }
-    let mut ok = 0;
-    for task in tasks {
-        if matches!(task.await, Ok(Some(StatusCode::OK))) {
-            ok += 1;
-        }
-    }
-    (ok, began.elapsed())
+async fn burst_images(listen: &str, images: &[String], per_image: usize) -> (usize, Duration) {
+    let urls = images
+        .iter()
+        .flat_map(|id| {
+            std::iter::repeat_n(
+                format!("http://{listen}/baremetal/v1alpha/images/{id}"),
+                per_image,
+            )
+        })
+        .collect();
+    burst(urls, TOKEN).await
 }
 
 #[tokio::main]
@@ -81,13 +62,13 @@ async fn main() -> ExitCode {
     let mut passed = true;
 
     let cold = [image_id(100)];
-    let (ok, took) = burst(&listen, &cold, 1000).await;
+    let (ok, took) = burst_images(&listen, &cold, 1000).await;
     let seen = sim.image_get_count(&cold[0]);
     println!("cold burst: 1000 concurrent requests for 1 image: {ok} answered 200, upstream requests {seen}, last answer after {:.1} ms", took.as_secs_f64() * 1000.0);
     passed &= ok == 1000 && seen == 1;
 
     let images: Vec<String> = (0..100).map(image_id).collect();
-    let (ok, took) = burst(&listen, &images, 100).await;
+    let (ok, took) = burst_images(&listen, &images, 100).await;
     let seen: u64 = images.iter().map(|id| sim.image_get_count(id)).sum();
     println!("100 images x 100 concurrent: {ok} of 10000 answered 200, upstream requests {seen} (target 100), last answer after {:.1} ms", took.as_secs_f64() * 1000.0);
     passed &= ok == 10_000 && seen == 100;

@@ -8,15 +8,9 @@
 //! Usage: fleet_burst [BINARY=target/release/baremetal-image-cache]
 
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baremetal_image_cache::sim::{Image, Simulator};
-use bytes::Bytes;
-use http::StatusCode;
-use http_body_util::Full;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 const TOKEN: &str = "t1.fleet-bench-token";
 const FOLDER: &str = "b1gfleetfolder000001";
@@ -26,7 +20,7 @@ const IMAGES: usize = 10;
 const PER_IMAGE: usize = 300;
 
 mod support;
-use support::{free_port, get_with_token, ProxyProcess};
+use support::{burst, free_port, ProxyProcess};
 
 /// `redis-server` on a free port, killed when dropped.
 struct Redis(Child);
@@ -82,31 +76,15 @@ async fn scenario(
     for _ in 0..INSTANCES {
         proxies.push(ProxyProcess::start_ready(binary, upstream, &args).await?);
     }
-    // A fresh connection per request, as separate provisioning workers would make.
-    let client = Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(0)
-        .build_http::<Full<Bytes>>();
-    let start = Arc::new(tokio::sync::Barrier::new(IMAGES * PER_IMAGE));
-    let began = Instant::now();
-    let mut tasks = Vec::new();
+    let mut urls = Vec::new();
     for id in &ids {
         for n in 0..PER_IMAGE {
-            let (client, start) = (client.clone(), start.clone());
             let listen = &proxies[n % INSTANCES].listen;
-            let url = format!("http://{listen}/baremetal/v1alpha/images/{id}");
-            tasks.push(tokio::spawn(async move {
-                start.wait().await;
-                get_with_token(&client, url, TOKEN).await
-            }));
+            urls.push(format!("http://{listen}/baremetal/v1alpha/images/{id}"));
         }
     }
-    let mut ok = 0;
-    for task in tasks {
-        if matches!(task.await, Ok(Some(StatusCode::OK))) {
-            ok += 1;
-        }
-    }
-    let took = began.elapsed();
+    // Each request on a connection of its own, as separate provisioning workers would.
+    let (ok, took) = burst(urls, TOKEN).await;
     Ok((
         ok,
         ids.iter().map(|id| sim.image_get_count(id)).collect(),

@@ -9,9 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baremetal_image_cache::config::{RedisConfig, Secret};
+use baremetal_image_cache::sim::Simulator;
 use baremetal_image_cache::Config;
+use bytes::Bytes;
 use common::*;
 use http::{Method, StatusCode};
+use http_body_util::Full;
 use redis_server::{RedisCluster, RedisServer};
 use tokio::net::TcpListener;
 
@@ -29,6 +32,59 @@ fn fleet_config(base: Config, urls: Vec<String>, grant_key: Option<&str>) -> Con
         }),
         ..base
     }
+}
+
+/// A `redis-server`, the test simulator and `n` proxies on `config` sharing that Redis.
+async fn start_fleet(
+    n: usize,
+    config: Config,
+    grant_key: Option<&str>,
+) -> (RedisServer, Simulator, Vec<Arc<Harness>>) {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let instances = fleet(n, &sim, fleet_config(config, vec![redis.url()], grant_key)).await;
+    (redis, sim, instances)
+}
+
+/// Waits (bounded) until no fill lease is held: every fetch under way has finished with Redis.
+async fn until_no_leases(redis: &RedisServer) {
+    let mut connection = redis.connection().await;
+    for _ in 0..500 {
+        let leases: Vec<String> = redis::cmd("KEYS")
+            .arg("bic-test:*:lease:*")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if leases.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("a fill lease was never released");
+}
+
+/// Writes `value` under `key`, as another (or a misbehaving) instance would.
+async fn redis_set(redis: &RedisServer, key: &str, value: &[u8]) {
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+/// A PATCH of the image's description through `h`.
+fn patch_description(h: &Harness, id: &str, description: &str) -> http::Request<Full<Bytes>> {
+    http::Request::builder()
+        .method(Method::PATCH)
+        .uri(format!("http://{}{}", h.addr, image_path(id)))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(format!(
+            r#"{{"updateMask":"description","description":"{description}"}}"#
+        ))))
+        .unwrap()
 }
 
 /// `n` proxies against one simulator, sharing `redis`.
@@ -88,14 +144,7 @@ async fn until_metric(h: &Harness, series: &str, at_least: f64) {
 
 #[tokio::test]
 async fn a_burst_spread_over_three_instances_is_one_upstream_request() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        3,
-        &sim,
-        fleet_config(shared_config(), vec![redis.url()], None),
-    )
-    .await;
+    let (redis, sim, instances) = start_fleet(3, shared_config(), None).await;
     until_subscribed(&redis, "bic-test:filled", 3).await;
     let mut tasks = Vec::new();
     for round in 0..300 {
@@ -121,13 +170,11 @@ async fn a_burst_spread_over_three_instances_is_one_upstream_request() {
 
 #[tokio::test]
 async fn answers_from_another_instance_keep_their_age_and_ttl() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
     let config = Config {
         ttl: Duration::from_secs(30),
         ..shared_config()
     };
-    let instances = fleet(2, &sim, fleet_config(config, vec![redis.url()], None)).await;
+    let (_redis, sim, instances) = start_fleet(2, config, None).await;
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     // The Redis write happens just after the answer: wait for it, bounded.
     until_metric(
@@ -150,14 +197,7 @@ async fn answers_from_another_instance_keep_their_age_and_ttl() {
 
 #[tokio::test]
 async fn an_invalidation_on_one_instance_is_seen_by_the_others() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        3,
-        &sim,
-        fleet_config(shared_config(), vec![redis.url()], None),
-    )
-    .await;
+    let (redis, sim, instances) = start_fleet(3, shared_config(), None).await;
     until_subscribed(&redis, "bic-test:invalidate", 3).await;
     for h in &instances {
         assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
@@ -166,15 +206,7 @@ async fn an_invalidation_on_one_instance_is_seen_by_the_others() {
     assert_eq!(sim.image_get_count(IMG), 1);
 
     // A mutation through the first instance: it invalidates before and after it is sent.
-    let patch = http::Request::builder()
-        .method(Method::PATCH)
-        .uri(format!("http://{}{}", instances[0].addr, image_path(IMG)))
-        .header("authorization", format!("Bearer {ALICE}"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            r#"{"updateMask":"description","description":"patched"}"#,
-        )))
-        .unwrap();
+    let patch = patch_description(&instances[0], IMG, "patched");
     assert_eq!(instances[0].send(patch).await.status, StatusCode::OK);
     let messages = format!("{P}_l2_messages_total{{kind=\"invalidate\"}}");
     let fleet_drops = format!("{P}_invalidations_total{{reason=\"fleet\"}}");
@@ -218,14 +250,7 @@ async fn an_invalidation_on_one_instance_is_seen_by_the_others() {
 
 #[tokio::test]
 async fn a_credential_checked_on_one_instance_is_a_hit_on_another() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        2,
-        &sim,
-        fleet_config(test_config(), vec![redis.url()], Some(GRANT_KEY)),
-    )
-    .await;
+    let (redis, sim, instances) = start_fleet(2, test_config(), Some(GRANT_KEY)).await;
     let (a, b) = (&instances[0], &instances[1]);
     assert_eq!(a.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(
@@ -274,14 +299,7 @@ async fn a_credential_checked_on_one_instance_is_a_hit_on_another() {
 
 #[tokio::test]
 async fn without_a_grant_key_credentials_are_checked_on_each_instance() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        2,
-        &sim,
-        fleet_config(test_config(), vec![redis.url()], None),
-    )
-    .await;
+    let (_redis, sim, instances) = start_fleet(2, test_config(), None).await;
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(instances[1].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(sim.image_get_count(IMG), 2);
@@ -291,14 +309,7 @@ async fn without_a_grant_key_credentials_are_checked_on_each_instance() {
 
 #[tokio::test]
 async fn redis_killed_mid_burst_every_request_is_still_answered() {
-    let mut redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        3,
-        &sim,
-        fleet_config(shared_config(), vec![redis.url()], None),
-    )
-    .await;
+    let (mut redis, sim, instances) = start_fleet(3, shared_config(), None).await;
     until_subscribed(&redis, "bic-test:filled", 3).await;
     let ids = [IMG, IMG2];
     let mut tasks = Vec::new();
@@ -370,26 +381,13 @@ async fn redis_killed_mid_burst_every_request_is_still_answered() {
 
 #[tokio::test]
 async fn garbage_in_redis_is_ignored_and_counted() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        1,
-        &sim,
-        fleet_config(shared_config(), vec![redis.url()], None),
-    )
-    .await;
-    let mut connection = redis.connection().await;
+    let (redis, sim, instances) = start_fleet(1, shared_config(), None).await;
     for garbage in [&b"not ours"[..], b"BIC1\x00\x01", b"BIC1"] {
         // (A purge deletes the shared value too, so it comes first.)
         instances[0]
             .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
             .await;
-        let _: () = redis::cmd("SET")
-            .arg(format!("bic-test:shared:image:{{{IMG}}}"))
-            .arg(garbage)
-            .query_async(&mut connection)
-            .await
-            .unwrap();
+        redis_set(&redis, &format!("bic-test:shared:image:{{{IMG}}}"), garbage).await;
         let reply = instances[0].get(IMG, Some(ALICE)).await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.json(), expected_body(&sim, IMG));
@@ -398,21 +396,20 @@ async fn garbage_in_redis_is_ignored_and_counted() {
     instances[0]
         .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
         .await;
-    let _: () = redis::cmd("SET")
-        .arg(format!("bic-test:shared:image:{{{IMG}}}"))
-        .arg(
-            [
-                &b"BIC1"[..],
-                &u64::MAX.to_be_bytes(),
-                &200u16.to_be_bytes(),
-                &0u16.to_be_bytes(),
-                br#"{"id":"ly5other","status":"READY"}"#,
-            ]
-            .concat(),
-        )
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    let wrong_id = [
+        &b"BIC1"[..],
+        &u64::MAX.to_be_bytes(),
+        &200u16.to_be_bytes(),
+        &0u16.to_be_bytes(),
+        br#"{"id":"ly5other","status":"READY"}"#,
+    ]
+    .concat();
+    redis_set(
+        &redis,
+        &format!("bic-test:shared:image:{{{IMG}}}"),
+        &wrong_id,
+    )
+    .await;
     let reply = instances[0].get(IMG, Some(ALICE)).await;
     assert_eq!(reply.json(), expected_body(&sim, IMG));
     assert_eq!(sim.image_get_count(IMG), 4);
@@ -489,24 +486,12 @@ async fn an_unresponsive_redis_costs_at_most_its_timeout_and_then_is_skipped() {
 
 #[tokio::test]
 async fn a_dead_instances_lease_is_taken_over() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        1,
-        &sim,
-        fleet_config(shared_config(), vec![redis.url()], None),
-    )
-    .await;
+    let (redis, sim, instances) = start_fleet(1, shared_config(), None).await;
     let h = &instances[0];
     // An instance took the lease and died before publishing anything.
     let lease = format!("bic-test:shared:lease:{{{IMG}}}");
     let mut connection = redis.connection().await;
-    let _: () = redis::cmd("SET")
-        .arg(&lease)
-        .arg("a-dead-instance")
-        .query_async(&mut connection)
-        .await
-        .unwrap();
+    redis_set(&redis, &lease, b"a-dead-instance").await;
     let waiting = spawn_get(&instances[0], IMG, Some(ALICE));
     // It waits: the lease attempt lost, and nothing went upstream.
     until_metric(
@@ -589,18 +574,7 @@ async fn a_miss_right_after_an_invalidation_does_not_wait_for_the_fillers_lease(
     let instances = fleet(2, &sim, config).await;
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     // The filler's writes (value, then lease dropped) happen just after its answer.
-    let mut connection = redis.connection().await;
-    for _ in 0..500 {
-        let leases: Vec<String> = redis::cmd("KEYS")
-            .arg("bic-test:shared:lease:*")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if leases.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_no_leases(&redis).await;
     let purge = instances[0]
         .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
         .await;
@@ -629,14 +603,7 @@ async fn a_miss_right_after_an_invalidation_does_not_wait_for_the_fillers_lease(
 
 #[tokio::test]
 async fn a_credential_the_api_refused_is_not_served_from_the_fleet() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        3,
-        &sim,
-        fleet_config(test_config(), vec![redis.url()], Some(GRANT_KEY)),
-    )
-    .await;
+    let (_redis, sim, instances) = start_fleet(3, test_config(), Some(GRANT_KEY)).await;
     let set_ok = format!("{P}_l2_operations_total{{op=\"set\",result=\"ok\"}}");
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(&instances[0], &set_ok, 1.0).await;
@@ -668,14 +635,7 @@ async fn a_credential_the_api_refused_is_not_served_from_the_fleet() {
 
 #[tokio::test]
 async fn a_fetch_that_raced_a_mutation_is_not_shared() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
-    let instances = fleet(
-        3,
-        &sim,
-        fleet_config(shared_config(), vec![redis.url()], None),
-    )
-    .await;
+    let (redis, sim, instances) = start_fleet(3, shared_config(), None).await;
     until_subscribed(&redis, "bic-test:invalidate", 3).await;
     // The first fetch gets the old image, dripped slowly: the mutation lands meanwhile.
     sim.set_fault(
@@ -685,32 +645,13 @@ async fn a_fetch_that_raced_a_mutation_is_not_shared() {
     );
     let slow = spawn_get(&instances[0], IMG, Some(ALICE));
     instances[0].until_upstream_saw(1).await;
-    let patch = http::Request::builder()
-        .method(Method::PATCH)
-        .uri(format!("http://{}{}", instances[1].addr, image_path(IMG)))
-        .header("authorization", format!("Bearer {ALICE}"))
-        .header("content-type", "application/json")
-        .body(http_body_util::Full::new(bytes::Bytes::from(
-            r#"{"updateMask":"description","description":"patched"}"#,
-        )))
-        .unwrap();
+    let patch = patch_description(&instances[1], IMG, "patched");
     assert_eq!(instances[1].send(patch).await.status, StatusCode::OK);
     let old = slow.await.unwrap();
     assert_eq!(old.status, StatusCode::OK);
     assert_ne!(old.json()["description"], "patched");
     // Wait until the slow fetch has finished with Redis (its lease is released).
-    let mut connection = redis.connection().await;
-    for _ in 0..500 {
-        let leases: Vec<String> = redis::cmd("KEYS")
-            .arg("bic-test:shared:lease:*")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if leases.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_no_leases(&redis).await;
     // Nobody is served the old image from the fleet.
     for h in &instances[1..] {
         assert_eq!(
@@ -723,13 +664,11 @@ async fn a_fetch_that_raced_a_mutation_is_not_shared() {
 
 #[tokio::test]
 async fn with_a_negative_ttl_a_404_still_invalidates_the_fleet() {
-    let redis = RedisServer::start().await;
-    let sim = simulator();
     let config = Config {
         negative_ttl: Duration::from_secs(30),
         ..shared_config()
     };
-    let instances = fleet(2, &sim, fleet_config(config, vec![redis.url()], None)).await;
+    let (redis, _sim, instances) = start_fleet(2, config, None).await;
     until_subscribed(&redis, "bic-test:invalidate", 2).await;
     for h in &instances {
         assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);

@@ -31,6 +31,32 @@ pub async fn get_with_token(
     Some(status)
 }
 
+/// GETs every URL at once (released together by a barrier), each on a connection of its
+/// own as separate workers would; returns how many answered 200 and the time until the last
+/// answer.
+pub async fn burst(urls: Vec<String>, token: &str) -> (usize, std::time::Duration) {
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Full<Bytes>>();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(urls.len()));
+    let began = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for url in urls {
+        let (client, start, token) = (client.clone(), start.clone(), token.to_string());
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            get_with_token(&client, url, &token).await
+        }));
+    }
+    let mut ok = 0;
+    for task in tasks {
+        if matches!(task.await, Ok(Some(StatusCode::OK))) {
+            ok += 1;
+        }
+    }
+    (ok, began.elapsed())
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
