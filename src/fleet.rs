@@ -433,6 +433,16 @@ impl Fleet {
         Err(())
     }
 
+    /// [`Fleet::run`] for a command whose success needs no telling apart: counted `ok`.
+    async fn run_counted<T: FromRedisValue>(&self, op: L2Op, cmd: &Cmd) -> Result<T, ()> {
+        let started = Instant::now();
+        let result = self.run(op, cmd).await;
+        if result.is_ok() {
+            self.metrics.operation(op, L2Result::Ok, started.elapsed());
+        }
+        result
+    }
+
     /// Reads the shared answer for `id` that `reader` may be given, if there is one, with
     /// the image's current generation (`Err` if Redis could not be read).
     async fn read(
@@ -679,9 +689,8 @@ impl Fleet {
     }
 
     async fn release_lease(&self, lease: Lease) {
-        let started = Instant::now();
-        let released: Result<i64, ()> = self
-            .run(
+        let _: Result<i64, ()> = self
+            .run_counted(
                 L2Op::Delete,
                 redis::cmd("EVAL")
                     .arg(RELEASE_SCRIPT)
@@ -690,18 +699,13 @@ impl Fleet {
                     .arg(&lease.token),
             )
             .await;
-        if released.is_ok() {
-            self.metrics
-                .operation(L2Op::Delete, L2Result::Ok, started.elapsed());
-        }
     }
 
     /// Drops `id` everywhere: the shared value and every grant of it, and (by message)
     /// every instance's copy.
     pub async fn invalidate(&self, id: &str) {
-        let started = Instant::now();
-        let bumped: Result<i64, ()> = self
-            .run(
+        let _: Result<i64, ()> = self
+            .run_counted(
                 L2Op::Delete,
                 redis::cmd("EVAL")
                     .arg(INVALIDATE_SCRIPT)
@@ -711,26 +715,17 @@ impl Fleet {
                     .arg(GENERATION_LIFE.as_millis() as u64),
             )
             .await;
-        if bumped.is_ok() {
-            self.metrics
-                .operation(L2Op::Delete, L2Result::Ok, started.elapsed());
-        }
         self.announce("invalidate", id).await;
     }
 
     /// Forgets that `reader` may read `id`: the API refused it (401, 403 or 404).
     pub async fn revoke(&self, id: &str, reader: &str) {
-        let started = Instant::now();
-        let deleted: Result<i64, ()> = self
-            .run(
+        let _: Result<i64, ()> = self
+            .run_counted(
                 L2Op::Delete,
                 redis::cmd("DEL").arg(self.grant_key(id, reader)),
             )
             .await;
-        if deleted.is_ok() {
-            self.metrics
-                .operation(L2Op::Delete, L2Result::Ok, started.elapsed());
-        }
     }
 
     /// Drops every image everywhere: values and grants produced before now are ignored from
@@ -738,32 +733,22 @@ impl Fleet {
     pub async fn invalidate_all(&self) {
         let now = unix_ms(SystemTime::now());
         self.purged_before.fetch_max(now, Ordering::AcqRel);
-        let started = Instant::now();
-        let set: Result<(), ()> = self
-            .run(
+        let _: Result<(), ()> = self
+            .run_counted(
                 L2Op::Set,
                 redis::cmd("SET").arg(self.purge_key()).arg(now.to_string()),
             )
             .await;
-        if set.is_ok() {
-            self.metrics
-                .operation(L2Op::Set, L2Result::Ok, started.elapsed());
-        }
         self.announce("invalidate", "*").await;
     }
 
     async fn announce(&self, channel: &str, id: &str) {
-        let started = Instant::now();
-        let sent: Result<i64, ()> = self
-            .run(
+        let _: Result<i64, ()> = self
+            .run_counted(
                 L2Op::Publish,
                 redis::cmd("PUBLISH").arg(self.channel(channel)).arg(id),
             )
             .await;
-        if sent.is_ok() {
-            self.metrics
-                .operation(L2Op::Publish, L2Result::Ok, started.elapsed());
-        }
     }
 
     /// Listens to the fleet until `owner` is dropped: `filled` messages wake local waiters,
