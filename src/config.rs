@@ -142,6 +142,9 @@ pub struct RedisConfig {
     pub lease: Duration,
     /// Prefix of every key and channel, so that fleets can share a Redis.
     pub prefix: String,
+    /// PEM file of the certificate authorities that `rediss://` servers are checked
+    /// against, instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl RedisConfig {
@@ -166,6 +169,7 @@ impl fmt::Debug for RedisConfig {
             .field("timeout", &self.timeout)
             .field("lease", &self.lease)
             .field("prefix", &self.prefix)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -411,6 +415,9 @@ struct Cli {
         value_name = "PREFIX"
     )]
     redis_prefix: Option<String>,
+    /// PEM certificate authorities for rediss:// servers, instead of the system's roots [default: system roots]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REDIS_CA_FILE", value_name = "FILE")]
+    redis_ca_file: Option<PathBuf>,
 }
 
 /// The configuration file: the same keys as the flags, without `--`. Values are kept raw so
@@ -447,6 +454,7 @@ struct FileConfig {
     redis_timeout: Option<String>,
     redis_lease: Option<String>,
     redis_prefix: Option<String>,
+    redis_ca_file: Option<PathBuf>,
 }
 
 /// Sizes may be written as a string ("8MiB") or a plain integer of bytes.
@@ -490,6 +498,7 @@ const KEYS: &[&str] = &[
     "redis-timeout",
     "redis-lease",
     "redis-prefix",
+    "redis-ca-file",
 ];
 
 fn env_name(key: &str) -> String {
@@ -779,6 +788,7 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
                     .redis_prefix
                     .or(file.redis_prefix)
                     .unwrap_or_else(|| "baremetal-image-cache:".to_string()),
+                ca_file: cli.redis_ca_file.or(file.redis_ca_file),
             }),
         },
     };
@@ -817,6 +827,17 @@ impl Config {
                 .is_some_and(|k| k.expose().len() < MIN_GRANT_KEY_LEN)
             {
                 return invalid("redis-grant-key", "must be at least 32 characters");
+            }
+            if let Some(path) = &redis.ca_file {
+                let pem = std::fs::read(path).map_err(|e| {
+                    ConfigError::Invalid(format!(
+                        "redis-ca-file: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+                    return invalid("redis-ca-file", "holds no PEM certificate");
+                }
             }
         }
         if self.upstream_timeout.is_zero() {

@@ -287,19 +287,40 @@ impl Fleet {
         let bad = |url: &str, e: redis::RedisError| {
             FleetError(format!("redis: {}: {:?}", redacted_url(url), e.kind()))
         };
+        let roots = match &config.ca_file {
+            None => None,
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                FleetError(format!(
+                    "redis-ca-file: cannot read {}: {e}",
+                    path.display()
+                ))
+            })?),
+        };
+        let certificates = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: roots.clone(),
+        };
         let subscribe_to = config
             .urls
             .iter()
-            .map(|url| redis::Client::open(url.as_str()).map_err(|e| bad(url, e)))
+            .map(|url| {
+                match roots {
+                    None => redis::Client::open(url.as_str()),
+                    Some(_) => redis::Client::build_with_tls(url.as_str(), certificates()),
+                }
+                .map_err(|e| bad(url, e))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let connect_timeout = config.timeout * CONNECT_DEADLINES;
         let store = if config.is_cluster() {
-            let client = ClusterClient::builder(config.urls.clone())
+            let mut builder = ClusterClient::builder(config.urls.clone())
                 .connection_timeout(connect_timeout)
                 .response_timeout(config.timeout)
-                .retries(1)
-                .build()
-                .map_err(|e| bad(&config.urls[0], e))?;
+                .retries(1);
+            if roots.is_some() {
+                builder = builder.certs(certificates());
+            }
+            let client = builder.build().map_err(|e| bad(&config.urls[0], e))?;
             Store {
                 single: None,
                 cluster: Some(client),

@@ -29,6 +29,7 @@ fn fleet_config(base: Config, urls: Vec<String>, grant_key: Option<&str>) -> Con
             timeout: Duration::from_millis(250),
             lease: Duration::from_secs(3),
             prefix: "bic-test:".to_string(),
+            ca_file: None,
         }),
         ..base
     }
@@ -700,5 +701,45 @@ async fn with_a_negative_ttl_a_404_still_invalidates_the_fleet() {
         instances[1].get(IMG, Some(ALICE)).await.status,
         StatusCode::NOT_FOUND
     );
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca_works_as_the_fleet_tier() {
+    let redis = RedisServer::start_tls().await;
+    assert!(redis.url().starts_with("rediss://"));
+    let sim = simulator();
+    let mut config = fleet_config(shared_config(), vec![redis.url()], None);
+    if let Some(tier) = config.redis.as_mut() {
+        tier.ca_file = redis.ca_file.clone();
+    }
+    let instances = fleet(2, &sim, config).await;
+    until_subscribed(&redis, "bic-test:filled", 2).await;
+    let mut tasks = Vec::new();
+    for round in 0..100 {
+        tasks.push(spawn_get(&instances[round % 2], IMG, Some(ALICE)));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(sim.image_get_count(IMG), 1);
+    // Without the CA the server is not trusted: no fleet tier, but every answer still comes.
+    let untrusted = fleet(
+        1,
+        &sim,
+        fleet_config(shared_config(), vec![redis.url()], None),
+    )
+    .await;
+    assert_eq!(
+        untrusted[0].get(IMG2, Some(ALICE)).await.status,
+        StatusCode::OK
+    );
+    until_metric(
+        &untrusted[0],
+        &format!("{P}_l2_operations_total{{op=\"get\",result=\"error\"}}"),
+        1.0,
+    )
+    .await;
+    stop_all(untrusted).await;
     stop_all(instances).await;
 }

@@ -11,6 +11,8 @@ pub struct RedisServer {
     dir: PathBuf,
     child: Option<Child>,
     extra: Vec<String>,
+    /// With TLS: the CA file that signed the server's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 fn free_port() -> u16 {
@@ -51,13 +53,123 @@ impl RedisServer {
             dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            ca_file: None,
         };
         server.spawn().await;
         server
     }
 
+    /// A server that speaks only TLS, with a certificate for `localhost` and 127.0.0.1
+    /// signed by a CA made here with `openssl` (see [`RedisServer::ca_file`]).
+    pub async fn start_tls() -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("bic-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis work dir");
+        let openssl = |args: &[&str]| {
+            let ok = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl runs")
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        std::fs::write(
+            dir.join("san.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("write san.cnf");
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            "server.crt",
+        ]);
+        let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let extra = vec![
+            "--port".to_string(),
+            "0".to_string(),
+            "--tls-port".to_string(),
+            port.to_string(),
+            "--tls-cert-file".to_string(),
+            path("server.crt"),
+            "--tls-key-file".to_string(),
+            path("server.key"),
+            "--tls-ca-cert-file".to_string(),
+            path("ca.crt"),
+            "--tls-auth-clients".to_string(),
+            "no".to_string(),
+        ];
+        let mut server = RedisServer {
+            port,
+            ca_file: Some(dir.join("ca.crt")),
+            dir,
+            child: None,
+            extra,
+        };
+        server.spawn().await;
+        server
+    }
+
+    fn client(&self) -> redis::Client {
+        match &self.ca_file {
+            None => redis::Client::open(self.url()).expect("redis URL"),
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).expect("CA file")),
+                },
+            )
+            .expect("rediss URL"),
+        }
+    }
+
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match self.ca_file {
+            None => format!("redis://127.0.0.1:{}/", self.port),
+            Some(_) => format!("rediss://localhost:{}/", self.port),
+        }
     }
 
     async fn spawn(&mut self) {
@@ -74,8 +186,8 @@ impl RedisServer {
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            if let Ok(client) = redis::Client::open(self.url()) {
-                if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            {
+                if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
                     let pong: redis::RedisResult<String> =
                         redis::cmd("PING").query_async(&mut c).await;
                     if pong.is_ok() {
@@ -108,8 +220,7 @@ impl RedisServer {
 
     /// A connection for the test's own commands.
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis URL")
+        self.client()
             .get_multiplexed_async_connection()
             .await
             .expect("redis connection")
