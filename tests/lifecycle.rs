@@ -77,6 +77,16 @@ fn every_bad_configuration_fails_naming_what_was_wrong() {
             "redis",
         ),
         (
+            vec![
+                "--redis".into(),
+                "rediss://cache:6379".into(),
+                "--redis-ca-file".into(),
+                "/nonexistent/ca.pem".into(),
+            ],
+            vec![],
+            "redis-ca-file",
+        ),
+        (
             vec!["--redis".into(), "redis://127.0.0.1:6379".into()],
             vec![("BAREMETAL_IMAGE_CACHE_REDIS_GRANT_KEY", "short")],
             "redis-grant-key",
