@@ -815,11 +815,17 @@ impl Config {
             return invalid("negative-ttl", "must be at most 30days");
         }
         if let Some(redis) = &self.redis {
-            if redis.timeout.is_zero() {
-                return invalid("redis-timeout", "must be more than 0s");
+            if redis.timeout.is_zero() || redis.timeout > Duration::from_secs(60) {
+                return invalid("redis-timeout", "must be more than 0s and at most 1m");
             }
-            if redis.lease.is_zero() {
-                return invalid("redis-lease", "must be more than 0s");
+            if redis.lease.is_zero() || redis.lease > Duration::from_secs(3600) {
+                return invalid("redis-lease", "must be more than 0s and at most 1h");
+            }
+            if redis.prefix.contains(['{', '}']) {
+                return invalid(
+                    "redis-prefix",
+                    "must not contain { or } (they would change the cluster hash tag)",
+                );
             }
             if redis
                 .grant_key

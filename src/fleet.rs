@@ -73,6 +73,13 @@ local gen = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[1])
 return gen";
 
+/// Moves the purge time forward, never back (hosts' clocks differ). KEYS: purged-at; ARGV: ms.
+const PURGE_SCRIPT: &str = r"
+if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return 1";
+
 /// Deletes a lease only if it is still the caller's. KEYS: lease; ARGV: token.
 const RELEASE_SCRIPT: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -415,7 +422,8 @@ impl Fleet {
             return Err(());
         }
         let started = Instant::now();
-        let connect_within = self.timeout * CONNECT_DEADLINES;
+        // Twice the clients' own connect timeout: a cluster client tries its seeds in turn.
+        let connect_within = self.timeout * (2 * CONNECT_DEADLINES);
         let result = match tokio::time::timeout(connect_within, self.store.connection()).await {
             Ok(Ok(connection)) => {
                 match tokio::time::timeout(self.timeout, query::<T>(connection, cmd)).await {
@@ -754,10 +762,14 @@ impl Fleet {
     pub async fn invalidate_all(&self) {
         let now = unix_ms(SystemTime::now());
         self.purged_before.fetch_max(now, Ordering::AcqRel);
-        let _: Result<(), ()> = self
+        let _: Result<i64, ()> = self
             .run_counted(
                 L2Op::Set,
-                redis::cmd("SET").arg(self.purge_key()).arg(now.to_string()),
+                redis::cmd("EVAL")
+                    .arg(PURGE_SCRIPT)
+                    .arg(1)
+                    .arg(self.purge_key())
+                    .arg(now),
             )
             .await;
         self.announce("invalidate", "*").await;
@@ -818,7 +830,15 @@ impl Fleet {
                 backoff = Duration::from_millis(50);
                 {
                     let Some(this) = fleet.upgrade() else { return };
-                    this.load_purge_time().await;
+                    // Without the time of the last purge, older values could be served: try
+                    // the whole subscription again rather than go on without it.
+                    if !this.load_purge_time().await {
+                        this.missed_messages.store(true, Ordering::Release);
+                        drop(this);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
+                        continue;
+                    }
                     if this.missed_messages.swap(false, Ordering::AcqRel) {
                         this.metrics.message(FleetMessage::Resync);
                         let Some(owner) = owner.upgrade() else { return };
@@ -834,7 +854,8 @@ impl Fleet {
                         _ = ping.tick() => {
                             // Also how a dropped proxy is noticed by this task.
                             if owner.strong_count() == 0 { return; }
-                            let pong = tokio::time::timeout(ping_within, sink.ping::<String>()).await;
+                            let pong = tokio::time::timeout(ping_within, sink.ping::<redis::Value>()).await;
+                            // (A subscribed connection answers a PING with ["pong", ""].)
                             if matches!(pong, Ok(Ok(_))) { continue; }
                             None
                         }
@@ -852,7 +873,8 @@ impl Fleet {
                         this.metrics.message(FleetMessage::Invalidate);
                         let Some(owner) = owner.upgrade() else { return };
                         if id == "*" {
-                            this.load_purge_time().await;
+                            // The purging instance set the time before it published.
+                            let _ = this.load_purge_time().await;
                             on_invalidate(owner, None).await;
                         } else {
                             on_invalidate(owner, Some(id.to_string())).await;
@@ -869,12 +891,18 @@ impl Fleet {
 
     /// Learns of purges made while this instance was not listening. (Its success is not
     /// counted as a `get`, which counts image reads.)
-    async fn load_purge_time(&self) {
+    async fn load_purge_time(&self) -> bool {
         let value: Result<Option<String>, ()> = self
             .run(L2Op::Get, redis::cmd("GET").arg(self.purge_key()))
             .await;
-        if let Ok(Some(ms)) = value.map(|v| v.and_then(|v| v.parse::<u64>().ok())) {
-            self.purged_before.fetch_max(ms, Ordering::AcqRel);
+        match value {
+            Err(()) => false,
+            Ok(value) => {
+                if let Some(ms) = value.and_then(|v| v.parse::<u64>().ok()) {
+                    self.purged_before.fetch_max(ms, Ordering::AcqRel);
+                }
+                true
+            }
         }
     }
 }

@@ -496,6 +496,8 @@ impl Proxy {
                         if let Some(entry) = self.store_shared(id, shared, who, generation).await {
                             return FlightResult::Cached(entry);
                         }
+                        // Unusable (or invalidated meanwhile): fetch, and replace it.
+                        ticket = fleet.ticket(id).await;
                     }
                     Claim::Fetch(fetch) => ticket = fetch,
                 }
@@ -504,6 +506,8 @@ impl Proxy {
             (Some(_), None) => ticket = fleet.ticket(id).await,
             (None, _) => {}
         }
+        // The fetch starts now: an invalidation during the wait for the fleet is behind it.
+        let generation = self.cache.generation(id);
         let (result, effect) = self
             .fetch_upstream(id, headers, who, deadline, hand_over, generation)
             .await;
@@ -535,6 +539,9 @@ impl Proxy {
         generation: Generation,
     ) -> Option<Arc<crate::cache::Entry>> {
         // Values are only ever written READY, but Redis is not ours alone: check again.
+        if shared.body.len() > self.max_entry_size {
+            return None;
+        }
         let state = image_state(&shared.body)?;
         if shared.status != StatusCode::OK
             || state.id.as_deref() != Some(id)
@@ -546,7 +553,7 @@ impl Proxy {
         let entry = NewEntry {
             kind: EntryKind::Ready,
             status: shared.status,
-            headers: shared.headers,
+            headers: replayable(&shared.headers),
             body: shared.body,
             received_at: now.checked_sub(shared.age).unwrap_or(now),
         };
@@ -666,7 +673,11 @@ impl Proxy {
             StatusCode::NOT_FOUND => {
                 // A 404 may only mean "not for you": it drops the fleet's copy only when it
                 // dropped a copy this caller could read.
-                not_found_effect = FleetEffect::Revoke;
+                // In shared mode every caller may read every image, so a 404 is the image's.
+                not_found_effect = match self.auth_mode {
+                    AuthMode::Shared => FleetEffect::Invalidate,
+                    AuthMode::PerCredential => FleetEffect::Revoke,
+                };
                 if self
                     .invalidate_for(id, who, InvalidationReason::NotFound)
                     .await

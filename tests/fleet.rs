@@ -414,6 +414,22 @@ async fn garbage_in_redis_is_ignored_and_counted() {
     let reply = instances[0].get(IMG, Some(ALICE)).await;
     assert_eq!(reply.json(), expected_body(&sim, IMG));
     assert_eq!(sim.image_get_count(IMG), 4);
+    // ...and the fetch replaced it in Redis with the real image.
+    let mut connection = redis.connection().await;
+    let mut replaced = false;
+    for _ in 0..500 {
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(format!("bic-test:shared:image:{{{IMG}}}"))
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        if value.is_some_and(|v| String::from_utf8_lossy(&v).contains(IMG)) {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(replaced, "the unusable value was replaced");
     let scrape = Scrape::take(&instances[0]).await;
     assert!(
         scrape.get(&format!(
@@ -741,5 +757,63 @@ async fn rediss_with_a_private_ca_works_as_the_fleet_tier() {
     )
     .await;
     stop_all(untrusted).await;
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn in_shared_mode_a_404_anywhere_invalidates_the_fleet() {
+    let (redis, sim, instances) = start_fleet(2, shared_config(), None).await;
+    until_subscribed(&redis, "bic-test:invalidate", 2).await;
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    // Deleted behind the proxies' backs; the second instance, which holds no copy, hears 404.
+    let delete = http::Request::builder()
+        .method(Method::DELETE)
+        .uri(format!(
+            "http://{}{}",
+            instances[0].upstream,
+            image_path(IMG)
+        ))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert!(instances[0].send(delete).await.status.is_success());
+    assert_eq!(
+        instances[1].get_fresh(IMG, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    until_metric(
+        &instances[0],
+        &format!("{P}_invalidations_total{{reason=\"fleet\"}}"),
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        instances[0].get(IMG, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(sim.image_get_count(IMG), 3);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_quiet_fleet_keeps_its_subscription_and_its_local_caches() {
+    let (redis, sim, instances) = start_fleet(2, shared_config(), None).await;
+    until_subscribed(&redis, "bic-test:filled", 2).await;
+    for h in &instances {
+        assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
+    }
+    // Past the subscription's 5 s ping (a ping that failed would resubscribe and drop the
+    // local caches).
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    for h in &instances {
+        assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+        let scrape = Scrape::take(h).await;
+        assert_eq!(
+            scrape.get(&format!("{P}_l2_messages_total{{kind=\"resync\"}}")),
+            0.0
+        );
+    }
+    assert_eq!(sim.image_get_count(IMG), 1);
     stop_all(instances).await;
 }
