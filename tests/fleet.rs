@@ -75,6 +75,18 @@ async fn redis_set(redis: &RedisServer, key: &str, value: &[u8]) {
         .unwrap();
 }
 
+/// Deletes the image straight at the API (not through a proxy), so that only a 404 can tell
+/// the proxies.
+async fn delete_behind_the_proxies(h: &Harness, id: &str) {
+    let delete = http::Request::builder()
+        .method(Method::DELETE)
+        .uri(format!("http://{}{}", h.upstream, image_path(id)))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert!(h.send(delete).await.status.is_success());
+}
+
 /// A PATCH of the image's description through `h`.
 fn patch_description(h: &Harness, id: &str, description: &str) -> http::Request<Full<Bytes>> {
     http::Request::builder()
@@ -691,18 +703,7 @@ async fn with_a_negative_ttl_a_404_still_invalidates_the_fleet() {
         assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
     }
     assert_eq!(instances[1].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
-    // Deleted behind the proxies' backs (straight at the API), so only a 404 can tell them.
-    let delete = http::Request::builder()
-        .method(Method::DELETE)
-        .uri(format!(
-            "http://{}{}",
-            instances[0].upstream,
-            image_path(IMG)
-        ))
-        .header("authorization", format!("Bearer {ALICE}"))
-        .body(http_body_util::Full::new(bytes::Bytes::new()))
-        .unwrap();
-    assert!(instances[0].send(delete).await.status.is_success());
+    delete_behind_the_proxies(&instances[0], IMG).await;
     assert_eq!(
         instances[0].get_fresh(IMG, Some(ALICE)).await.status,
         StatusCode::NOT_FOUND
@@ -766,18 +767,8 @@ async fn in_shared_mode_a_404_anywhere_invalidates_the_fleet() {
     until_subscribed(&redis, "bic-test:invalidate", 2).await;
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
-    // Deleted behind the proxies' backs; the second instance, which holds no copy, hears 404.
-    let delete = http::Request::builder()
-        .method(Method::DELETE)
-        .uri(format!(
-            "http://{}{}",
-            instances[0].upstream,
-            image_path(IMG)
-        ))
-        .header("authorization", format!("Bearer {ALICE}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    assert!(instances[0].send(delete).await.status.is_success());
+    // The second instance, which holds no copy, hears the 404.
+    delete_behind_the_proxies(&instances[0], IMG).await;
     assert_eq!(
         instances[1].get_fresh(IMG, Some(ALICE)).await.status,
         StatusCode::NOT_FOUND
