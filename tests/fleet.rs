@@ -199,6 +199,10 @@ async fn answers_from_another_instance_keep_their_age_and_ttl() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let second = instances[1].get(IMG, Some(ALICE)).await;
     assert_eq!(second.x_cache(), "HIT");
+    // The replayed headers came along (and the per-exchange ones did not).
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert_eq!(second.header("x-server-trace-id"), None);
+    assert_eq!(second.json(), expected_body(&sim, IMG));
     let age: u64 = second.header("age").unwrap().parse().unwrap();
     assert!((2..=4).contains(&age), "age {age}");
     let status = second.header("cache-status").unwrap();
