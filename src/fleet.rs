@@ -138,9 +138,14 @@ enum Connection {
 /// The command connection, made on first use and remade when the circuit opens: a
 /// connection that went silent is never noticed by the client library itself.
 struct Store {
-    single: Option<(redis::Client, ConnectionManagerConfig)>,
-    cluster: Option<ClusterClient>,
+    servers: Servers,
     current: RwLock<Option<Connection>>,
+}
+
+/// What a command connection is made from.
+enum Servers {
+    Single(Box<(redis::Client, ConnectionManagerConfig)>),
+    Cluster(Box<ClusterClient>),
 }
 
 impl Store {
@@ -153,17 +158,15 @@ impl Store {
         {
             return Ok(connection);
         }
-        let connection = match (&self.single, &self.cluster) {
-            (Some((client, config)), _) => Connection::Single(
-                ConnectionManager::new_lazy_with_config(client.clone(), config.clone())?,
-            ),
-            (None, Some(cluster)) => Connection::Cluster(cluster.get_async_connection().await?),
-            (None, None) => {
-                return Err(redis::RedisError::from((
-                    redis::ErrorKind::Client,
-                    "no Redis configured",
-                )))
+        let connection = match &self.servers {
+            Servers::Single(single) => {
+                let (client, config) = &**single;
+                Connection::Single(ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    config.clone(),
+                )?)
             }
+            Servers::Cluster(cluster) => Connection::Cluster(cluster.get_async_connection().await?),
         };
         *self
             .current
@@ -329,8 +332,7 @@ impl Fleet {
             }
             let client = builder.build().map_err(|e| bad(&config.urls[0], e))?;
             Store {
-                single: None,
-                cluster: Some(client),
+                servers: Servers::Cluster(Box::new(client)),
                 current: RwLock::new(None),
             }
         } else {
@@ -340,8 +342,7 @@ impl Fleet {
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_secs(1));
             Store {
-                single: Some((subscribe_to[0].clone(), manager_config)),
-                cluster: None,
+                servers: Servers::Single(Box::new((subscribe_to[0].clone(), manager_config))),
                 current: RwLock::new(None),
             }
         };
@@ -805,12 +806,10 @@ impl Fleet {
                 let client = this.subscribe_to[seed % this.subscribe_to.len()].clone();
                 seed = seed.wrapping_add(1);
                 let channels = [this.channel("invalidate"), this.channel("filled")];
-                let (connect_within, ping_within) = (
-                    this.timeout * CONNECT_DEADLINES,
-                    this.timeout * CONNECT_DEADLINES,
-                );
+                // Both connecting and a ping's answer may take a few command deadlines.
+                let within = this.timeout * CONNECT_DEADLINES;
                 drop(this);
-                let subscribed = tokio::time::timeout(connect_within, async {
+                let subscribed = tokio::time::timeout(within, async {
                     let mut pubsub = client.get_async_pubsub().await?;
                     pubsub.subscribe(&channels).await?;
                     Ok::<_, redis::RedisError>(pubsub)
@@ -854,7 +853,7 @@ impl Fleet {
                         _ = ping.tick() => {
                             // Also how a dropped proxy is noticed by this task.
                             if owner.strong_count() == 0 { return; }
-                            let pong = tokio::time::timeout(ping_within, sink.ping::<redis::Value>()).await;
+                            let pong = tokio::time::timeout(within, sink.ping::<redis::Value>()).await;
                             // (A subscribed connection answers a PING with ["pong", ""].)
                             if matches!(pong, Ok(Ok(_))) { continue; }
                             None
