@@ -144,6 +144,16 @@ async fn stop_all(instances: Vec<Arc<Harness>>) {
     }
 }
 
+/// The series of Redis commands `op` that ended in `result`.
+fn l2_series(op: &str, result: &str) -> String {
+    format!("{P}_l2_operations_total{{op=\"{op}\",result=\"{result}\"}}")
+}
+
+/// The series of local entries dropped because another instance said so.
+fn fleet_drops() -> String {
+    format!("{P}_invalidations_total{{reason=\"fleet\"}}")
+}
+
 /// Polls `series` on `h` (bounded) until it reaches `at_least`.
 async fn until_metric(h: &Harness, series: &str, at_least: f64) {
     for _ in 0..1000 {
@@ -190,12 +200,7 @@ async fn answers_from_another_instance_keep_their_age_and_ttl() {
     let (_redis, sim, instances) = start_fleet(2, config, None).await;
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     // The Redis write happens just after the answer: wait for it, bounded.
-    until_metric(
-        &instances[0],
-        &format!("{P}_l2_operations_total{{op=\"set\",result=\"ok\"}}"),
-        1.0,
-    )
-    .await;
+    until_metric(&instances[0], &l2_series("set", "ok"), 1.0).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let second = instances[1].get(IMG, Some(ALICE)).await;
     assert_eq!(second.x_cache(), "HIT");
@@ -226,12 +231,12 @@ async fn an_invalidation_on_one_instance_is_seen_by_the_others() {
     let patch = patch_description(&instances[0], IMG, "patched");
     assert_eq!(instances[0].send(patch).await.status, StatusCode::OK);
     let messages = format!("{P}_l2_messages_total{{kind=\"invalidate\"}}");
-    let fleet_drops = format!("{P}_invalidations_total{{reason=\"fleet\"}}");
+    let drops = fleet_drops();
     for h in &instances {
         until_metric(h, &messages, 2.0).await;
     }
     for h in &instances[1..] {
-        assert_eq!(Scrape::take(h).await.get(&fleet_drops), 1.0);
+        assert_eq!(Scrape::take(h).await.get(&drops), 1.0);
         // From the upstream or from the instance that fetched it first: the new image.
         let after = h.get(IMG, Some(ALICE)).await;
         assert_eq!(after.json()["description"], "patched");
@@ -245,20 +250,20 @@ async fn an_invalidation_on_one_instance_is_seen_by_the_others() {
         StatusCode::OK
     );
     assert_eq!(instances[0].get(IMG2, Some(ALICE)).await.x_cache(), "HIT");
-    let dropped_before = Scrape::take(&instances[0]).await.get(&fleet_drops);
+    let dropped_before = Scrape::take(&instances[0]).await.get(&drops);
     let purge = instances[2]
         .admin(Method::DELETE, &format!("/cache/images/{IMG2}"))
         .await;
     assert_eq!(purge.status, StatusCode::OK);
-    until_metric(&instances[0], &fleet_drops, dropped_before + 1.0).await;
+    until_metric(&instances[0], &drops, dropped_before + 1.0).await;
     assert_ne!(instances[0].get(IMG2, Some(ALICE)).await.x_cache(), "HIT");
 
     // A purge of everything, too: values in Redis from before it are not used again.
     assert_eq!(instances[2].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
-    let dropped_before = Scrape::take(&instances[2]).await.get(&fleet_drops);
+    let dropped_before = Scrape::take(&instances[2]).await.get(&drops);
     let purge_all = instances[1].admin(Method::DELETE, "/cache").await;
     assert_eq!(purge_all.status, StatusCode::OK);
-    until_metric(&instances[2], &fleet_drops, dropped_before + 1.0).await;
+    until_metric(&instances[2], &drops, dropped_before + 1.0).await;
     let before = sim.image_get_count(IMG);
     assert_eq!(instances[2].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(sim.image_get_count(IMG), before + 1);
@@ -270,12 +275,7 @@ async fn a_credential_checked_on_one_instance_is_a_hit_on_another() {
     let (redis, sim, instances) = start_fleet(2, test_config(), Some(GRANT_KEY)).await;
     let (a, b) = (&instances[0], &instances[1]);
     assert_eq!(a.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
-    until_metric(
-        a,
-        &format!("{P}_l2_operations_total{{op=\"set\",result=\"ok\"}}"),
-        1.0,
-    )
-    .await;
+    until_metric(a, &l2_series("set", "ok"), 1.0).await;
     let on_b = b.get(IMG, Some(ALICE)).await;
     assert_eq!(on_b.x_cache(), "HIT");
     assert_eq!(on_b.json(), expected_body(&sim, IMG));
@@ -366,9 +366,7 @@ async fn redis_killed_mid_burst_every_request_is_still_answered() {
         let scrape = Scrape::take(h).await;
         for result in ["error", "timeout", "skipped"] {
             for op in ["get", "set", "lease", "delete", "publish"] {
-                failures += scrape.get(&format!(
-                    "{P}_l2_operations_total{{op=\"{op}\",result=\"{result}\"}}"
-                ));
+                failures += scrape.get(&l2_series(op, result));
             }
         }
     }
@@ -377,7 +375,7 @@ async fn redis_killed_mid_burst_every_request_is_still_answered() {
     // Redis back: the tier is used again once the circuit lets it (within its cooldown).
     redis.restart().await;
     let h = &instances[0];
-    let set_ok = format!("{P}_l2_operations_total{{op=\"set\",result=\"ok\"}}");
+    let set_ok = l2_series("set", "ok");
     let before = Scrape::take(h).await.get(&set_ok);
     let mut recovered = false;
     for _ in 0..150 {
@@ -447,11 +445,7 @@ async fn garbage_in_redis_is_ignored_and_counted() {
     }
     assert!(replaced, "the unusable value was replaced");
     let scrape = Scrape::take(&instances[0]).await;
-    assert!(
-        scrape.get(&format!(
-            "{P}_l2_operations_total{{op=\"get\",result=\"garbage\"}}"
-        )) >= 2.0
-    );
+    assert!(scrape.get(&l2_series("get", "garbage")) >= 2.0);
     stop_all(instances).await;
 }
 
@@ -493,9 +487,7 @@ async fn an_unresponsive_redis_costs_at_most_its_timeout_and_then_is_skipped() {
     // Three failures in a row (a read per miss) open the circuit.
     until_metric(h, &format!("{P}_l2_circuit_open"), 1.0).await;
     let scrape = Scrape::take(h).await;
-    let skipped_before = scrape.get(&format!(
-        "{P}_l2_operations_total{{op=\"get\",result=\"skipped\"}}"
-    ));
+    let skipped_before = scrape.get(&l2_series("get", "skipped"));
     let reply = h.get_fresh(IMG, Some(ALICE)).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(
@@ -508,11 +500,7 @@ async fn an_unresponsive_redis_costs_at_most_its_timeout_and_then_is_skipped() {
         .await;
     assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
     let scrape = Scrape::take(h).await;
-    assert!(
-        scrape.get(&format!(
-            "{P}_l2_operations_total{{op=\"get\",result=\"skipped\"}}"
-        )) > skipped_before
-    );
+    assert!(scrape.get(&l2_series("get", "skipped")) > skipped_before);
     held.abort();
     stop_all(instances).await;
 }
@@ -527,12 +515,7 @@ async fn a_dead_instances_lease_is_taken_over() {
     redis_set(&redis, &lease, b"a-dead-instance").await;
     let waiting = spawn_get(&instances[0], IMG, Some(ALICE));
     // It waits: the lease attempt lost, and nothing went upstream.
-    until_metric(
-        h,
-        &format!("{P}_l2_operations_total{{op=\"lease\",result=\"miss\"}}"),
-        1.0,
-    )
-    .await;
+    until_metric(h, &l2_series("lease", "miss"), 1.0).await;
     assert_eq!(sim.image_get_count(IMG), 0);
     // The dead instance's lease runs out.
     let _: () = redis::cmd("PEXPIRE")
@@ -584,12 +567,7 @@ async fn a_redis_cluster_works_as_the_fleet_tier() {
         .await;
     assert_eq!(purge.status, StatusCode::OK);
     for h in &instances[1..] {
-        until_metric(
-            h,
-            &format!("{P}_invalidations_total{{reason=\"fleet\"}}"),
-            1.0,
-        )
-        .await;
+        until_metric(h, &fleet_drops(), 1.0).await;
     }
     assert_eq!(instances[1].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(sim.image_get_count(IMG), 2);
@@ -637,7 +615,7 @@ async fn a_miss_right_after_an_invalidation_does_not_wait_for_the_fillers_lease(
 #[tokio::test]
 async fn a_credential_the_api_refused_is_not_served_from_the_fleet() {
     let (_redis, sim, instances) = start_fleet(3, test_config(), Some(GRANT_KEY)).await;
-    let set_ok = format!("{P}_l2_operations_total{{op=\"set\",result=\"ok\"}}");
+    let set_ok = l2_series("set", "ok");
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(&instances[0], &set_ok, 1.0).await;
     // The image moves to Bob's folder: the API now refuses Alice.
@@ -648,7 +626,7 @@ async fn a_credential_the_api_refused_is_not_served_from_the_fleet() {
     ));
     let refused = instances[1].get_fresh(IMG, Some(ALICE)).await;
     assert!(refused.status.is_client_error(), "{}", refused.status);
-    let delete_ok = format!("{P}_l2_operations_total{{op=\"delete\",result=\"ok\"}}");
+    let delete_ok = l2_series("delete", "ok");
     until_metric(&instances[1], &delete_ok, 1.0).await;
     // Bob reads it, which shares the image again.
     assert_eq!(
@@ -712,12 +690,7 @@ async fn with_a_negative_ttl_a_404_still_invalidates_the_fleet() {
         instances[0].get_fresh(IMG, Some(ALICE)).await.status,
         StatusCode::NOT_FOUND
     );
-    until_metric(
-        &instances[1],
-        &format!("{P}_invalidations_total{{reason=\"fleet\"}}"),
-        1.0,
-    )
-    .await;
+    until_metric(&instances[1], &fleet_drops(), 1.0).await;
     assert_eq!(
         instances[1].get(IMG, Some(ALICE)).await.status,
         StatusCode::NOT_FOUND
@@ -755,12 +728,7 @@ async fn rediss_with_a_private_ca_works_as_the_fleet_tier() {
         untrusted[0].get(IMG2, Some(ALICE)).await.status,
         StatusCode::OK
     );
-    until_metric(
-        &untrusted[0],
-        &format!("{P}_l2_operations_total{{op=\"get\",result=\"error\"}}"),
-        1.0,
-    )
-    .await;
+    until_metric(&untrusted[0], &l2_series("get", "error"), 1.0).await;
     stop_all(untrusted).await;
     stop_all(instances).await;
 }
@@ -777,12 +745,7 @@ async fn in_shared_mode_a_404_anywhere_invalidates_the_fleet() {
         instances[1].get_fresh(IMG, Some(ALICE)).await.status,
         StatusCode::NOT_FOUND
     );
-    until_metric(
-        &instances[0],
-        &format!("{P}_invalidations_total{{reason=\"fleet\"}}"),
-        1.0,
-    )
-    .await;
+    until_metric(&instances[0], &fleet_drops(), 1.0).await;
     assert_eq!(
         instances[0].get(IMG, Some(ALICE)).await.status,
         StatusCode::NOT_FOUND
