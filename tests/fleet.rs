@@ -775,3 +775,28 @@ async fn a_quiet_fleet_keeps_its_subscription_and_its_local_caches() {
     assert_eq!(sim.image_get_count(IMG), 1);
     stop_all(instances).await;
 }
+
+#[tokio::test]
+async fn an_instance_starts_and_answers_while_redis_is_down() {
+    // A port nothing listens on: every connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap();
+    let sim = simulator();
+    let instances = fleet(
+        1,
+        &sim,
+        fleet_config(shared_config(), vec![format!("redis://{closed}/")], None),
+    )
+    .await;
+    let h = &instances[0];
+    for (id, token) in [(IMG, ALICE), (IMG2, ALICE), (BOB_IMG, BOB)] {
+        let reply = h.get(id, Some(token)).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json(), expected_body(&sim, id));
+    }
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    until_metric(h, &format!("{P}_l2_circuit_open"), 1.0).await;
+    assert!(Scrape::take(h).await.get(&l2_series("get", "error")) >= 1.0);
+    stop_all(instances).await;
+}
