@@ -33,13 +33,12 @@ fn fails(args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn every_bad_configuration_fails_naming_what_was_wrong() {
-    let dir = std::env::temp_dir().join(format!("bic-config-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let unknown = dir.join("unknown.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let unknown = dir.path().join("unknown.toml");
     std::fs::write(&unknown, "ttl = \"5s\"\nttll = \"5s\"\n").unwrap();
-    let bad_value = dir.join("bad.toml");
+    let bad_value = dir.path().join("bad.toml");
     std::fs::write(&bad_value, "stale-if-error = \"for a while\"\n").unwrap();
-    let negative = dir.join("negative.toml");
+    let negative = dir.path().join("negative.toml");
     std::fs::write(&negative, "max-capacity = -1\n").unwrap();
 
     let cases: Vec<Case> = vec![
@@ -181,12 +180,12 @@ fn the_example_configuration_is_valid_and_complete() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let file = std::env::temp_dir().join(format!("bic-example-{}.toml", std::process::id()));
-    std::fs::write(&file, uncommented).unwrap();
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), uncommented).unwrap();
     let loaded = baremetal_image_cache::Config::load([
         "baremetal-image-cache",
         "--config",
-        file.to_str().unwrap(),
+        file.path().to_str().unwrap(),
     ]);
     assert!(loaded.is_ok(), "{:?}", loaded.err());
 }
