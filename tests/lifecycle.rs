@@ -376,3 +376,40 @@ async fn credentials_never_reach_the_logs() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_logs_into_a_pipe_carry_no_colour_codes() {
+    let sim = simulator();
+    let upstream = sim.clone().spawn().await.unwrap();
+    let (mut child, listen, _admin) = start_binary(&format!("http://{upstream}"), &[]).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let request = Request::get(format!("http://{listen}{}", image_path(IMG)))
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(Default::default())
+        .unwrap();
+    assert_eq!(common::send(&client, request).await.status, StatusCode::OK);
+    let pid = child.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
+    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    })
+    .await
+    .unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("INFO") && l.contains("upstream fetch")),
+        "text lines are logged: {lines:?}"
+    );
+    for line in &lines {
+        assert!(
+            !line.contains('\x1b'),
+            "colour code in a piped log: {line:?}"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 //! `baremetal-api-sim`: the upstream BareMetal images API simulator
 //! ([`baremetal_image_cache::sim`]) as a program, for the README try-it-out and benchmarks.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -54,7 +55,9 @@ fn init_logging(format: LogFormat) {
     // Logs go to stderr; stdout carries only the start-up banner.
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in files or journald.
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().init(),
