@@ -121,7 +121,10 @@ async fn a_failed_leader_hands_over_to_exactly_one_new_leader() {
     h.sim.set_fault(FaultScope::All, Fault::Hang, Some(1));
     let leader = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(1).await;
-    // These join the hanging flight; each has its own deadline, later than the leader's.
+    // These join the hanging flight; each has its own deadline, later than the leader's. The
+    // pause makes that gap 500 ms, time enough for the handover on a loaded machine; without
+    // it the gap is one poll of the simulator, and a waiter can run out of time too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let waiters = burst(&h, IMG, 50);
     let (leader, waiters) = tokio::join!(leader, waiters);
     let leader = leader.unwrap();
