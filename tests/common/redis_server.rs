@@ -41,22 +41,28 @@ impl RedisServer {
 
     /// A server with extra `redis-server` arguments (e.g. cluster mode).
     pub async fn start_with(extra: &[&str]) -> RedisServer {
-        let port = if extra.contains(&"--cluster-enabled") {
-            free_cluster_port()
-        } else {
-            free_port()
-        };
-        let dir = std::env::temp_dir().join(format!("bic-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis work dir");
-        let mut server = RedisServer {
-            port,
-            dir,
-            child: None,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-            ca_file: None,
-        };
-        server.spawn().await;
-        server
+        // A free port can be taken by someone else before redis-server binds it: then it
+        // exits at once, and the next attempt takes another port.
+        for _ in 0..5 {
+            let port = if extra.contains(&"--cluster-enabled") {
+                free_cluster_port()
+            } else {
+                free_port()
+            };
+            let dir = std::env::temp_dir().join(format!("bic-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("redis work dir");
+            let mut server = RedisServer {
+                port,
+                dir,
+                child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                ca_file: None,
+            };
+            if server.spawn().await.is_ok() {
+                return server;
+            }
+        }
+        panic!("redis-server exited at start five times (ports taken?)");
     }
 
     /// A server that speaks only TLS, with a certificate for `localhost` and 127.0.0.1
@@ -147,7 +153,10 @@ impl RedisServer {
             child: None,
             extra,
         };
-        server.spawn().await;
+        server
+            .spawn()
+            .await
+            .unwrap_or_else(|e| panic!("TLS redis-server: {e}"));
         server
     }
 
@@ -172,7 +181,8 @@ impl RedisServer {
         }
     }
 
-    async fn spawn(&mut self) {
+    /// Starts `redis-server` and waits until it answers as this server.
+    async fn spawn(&mut self) -> Result<(), String> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -186,20 +196,34 @@ impl RedisServer {
         self.child = Some(child);
         let started = Instant::now();
         loop {
-            {
-                if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
-                    let pong: redis::RedisResult<String> =
-                        redis::cmd("PING").query_async(&mut c).await;
-                    if pong.is_ok() {
-                        return;
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(format!(
+                    "redis-server on port {} exited: {status}",
+                    self.port
+                ));
+            }
+            if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
+                // Ours, not another test's server that took the port: it works in our dir.
+                let dir: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("dir")
+                    .query_async(&mut c)
+                    .await;
+                if let Ok(dir) = dir {
+                    let ours = self.dir.canonicalize().unwrap_or_else(|_| self.dir.clone());
+                    if dir.get(1).map(std::path::Path::new) == Some(ours.as_path()) {
+                        return Ok(());
                     }
+                    return Err(format!("port {} answers from {dir:?}", self.port));
                 }
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server on port {} did not come up",
-                self.port
-            );
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "redis-server on port {} did not come up",
+                    self.port
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -215,7 +239,9 @@ impl RedisServer {
     /// Starts it again on the same port, empty.
     pub async fn restart(&mut self) {
         self.kill();
-        self.spawn().await;
+        self.spawn()
+            .await
+            .unwrap_or_else(|e| panic!("restarting redis-server: {e}"));
     }
 
     /// A connection for the test's own commands.
