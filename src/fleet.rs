@@ -1,27 +1,34 @@
 //! The fleet tier: an optional Redis second level shared by every instance, so that a whole
 //! fleet of sidecars costs the API about one request per image.
 //!
-//! Keys (`P` is `--redis-prefix` plus the auth mode, so instances in different modes never
-//! share values; `{id}` is a hash tag, so an image's keys live on one cluster slot):
+//! Keys (`R` is `--redis-prefix`, `P` is `R` plus the auth mode, so instances in different
+//! modes never share values; `{id}` is a hash tag, so an image's keys live on one cluster
+//! slot):
 //! - `P image:{id}`: the shared answer, with the time the upstream produced it (so `Age` and
 //!   expiry agree across instances), written with the remaining TTL.
-//! - `P gen:{id}`: the image's invalidation generation. Invalidating deletes the value and
-//!   bumps it; a fill writes only if the generation is still the one it saw before fetching
-//!   (a check-and-set script), so a fetch that raced an invalidation is never shared.
+//! - `R gen:{id}`: the image's invalidation generation, one for both modes. Invalidating
+//!   deletes the values of both modes and bumps it; a fill writes only if the generation is
+//!   still the one it saw before fetching (a check-and-set script), so a fetch that raced an
+//!   invalidation is never shared.
 //! - `P grant:{id}:HMAC`: per-credential mode, "this credential may read this image", holding
 //!   the generation it was granted in: an invalidation ends every grant, like a local one.
 //! - `P lease:{id}[:HMAC]`: one instance's right to fetch (`SET NX PX`, a random token so
-//!   that only its owner deletes it). The others wait, woken by a message on `filled` or by
-//!   a bounded poll, and take the lease over when it expires.
+//!   that only its owner deletes it), renewed while the fetch runs. The others wait, woken
+//!   by a message on `filled` or by a bounded poll, and take the lease over when it expires.
+//! - `P pass:{id}[:HMAC]`: for a moment after a fetch whose answer was not shared (not
+//!   READY, an error): the waiters fetch on their own at once instead of queueing.
 //!
-//! Invalidations are published on `invalidate`; every instance drops the ID (`*`: all, with
-//! the time recorded in `P purged-at` so older values are ignored). Every command has a
-//! deadline; after [`CIRCUIT_FAILURES`] failures in a row the tier is skipped for
+//! Invalidations are published on `invalidate`; every instance drops the ID (`*:ms`: all,
+//! with the time also recorded in `R purged-at` so older values are ignored). An
+//! invalidation Redis does not take (down, slow) is kept and retried every second, and until
+//! then this instance trusts no shared value of that image from before it. Every command has
+//! a deadline; after [`CIRCUIT_FAILURES`] failures in a row the tier is skipped for
 //! [`CIRCUIT_COOLDOWN`], the connections are remade, then one probe tries again. An instance
 //! without Redis is a single-tier cache, never a broken one.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -36,6 +43,8 @@ use tokio::sync::broadcast;
 use crate::auth::GrantHasher;
 use crate::config::{redacted_url, AuthMode, RedisConfig};
 use crate::metrics::{FleetMessage, FleetWait, L2Metrics, L2Op, L2Result};
+use crate::proxy::is_ready_image;
+use crate::upstream::strip_hop_by_hop;
 
 /// Failures in a row that open the circuit.
 pub const CIRCUIT_FAILURES: u32 = 3;
@@ -50,9 +59,18 @@ const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(5);
 const SUBSCRIPTION_PING: Duration = Duration::from_secs(5);
 /// Connecting may take this many command deadlines (TLS, a remote cluster's topology).
 const CONNECT_DEADLINES: u32 = 4;
-/// How long an image's invalidation generation is kept after its last bump: far longer than
-/// any fetch, so a fill never sees it vanish (and so mistake an old generation for today's).
+/// How long an image's invalidation generation is kept after its last bump, at least: far
+/// longer than any fetch, so a fill never sees it vanish (and so mistake an old generation
+/// for today's). With a longer TTL, the TTL plus an hour, so no grant outlives it.
 const GENERATION_LIFE: Duration = Duration::from_secs(24 * 3600);
+/// How long waiters fetch on their own after a fetch whose answer was not shared: enough
+/// for the current waiters (they look again within [`FALLBACK_POLL`]), short enough that the
+/// next burst coalesces again.
+const NOT_SHARED_PASS: Duration = Duration::from_secs(1);
+/// How often unsent invalidations are tried again.
+const RETRY_UNSENT: Duration = Duration::from_secs(1);
+/// Most unsent invalidations kept one by one; past that they become one purge of everything.
+const MAX_UNSENT: usize = 10_000;
 /// Most headers a shared value may carry.
 const MAX_SHARED_HEADERS: usize = 64;
 /// Start of a stored value: a format tag, so that anything else under our key is garbage.
@@ -66,12 +84,39 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 if KEYS[3] then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3]) end
 return 1";
 
-/// Deletes the value and bumps the generation. KEYS: image, gen; ARGV: generation life ms.
+/// Deletes the values (of every mode) and bumps the generation. KEYS: gen, image...;
+/// ARGV: generation life ms.
 const INVALIDATE_SCRIPT: &str = r"
-redis.call('DEL', KEYS[1])
-local gen = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+local gen = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return gen";
+
+/// A 404 for a credential: deletes its grant, and if the grant held (the credential could
+/// read the shared value, so the image itself is gone) invalidates the image as above.
+/// Returns 1 when it invalidated. KEYS: grant, gen, image...; ARGV: generation life ms.
+const NOT_FOUND_SCRIPT: &str = r"
+local grant = redis.call('GET', KEYS[1])
+if not grant then return 0 end
+redis.call('DEL', KEYS[1])
+local gen = redis.call('GET', KEYS[2]) or '0'
+if string.match(grant, '^[^:]*') ~= gen then return 0 end
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1";
+
+/// Takes the lease unless a recent fetch was not shared. Returns 1 (taken), 0 (held by
+/// another) or -1 (fetch alone). KEYS: lease, pass; ARGV: token, PX ms.
+const LEASE_SCRIPT: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0";
+
+/// Extends a lease that is still the caller's. KEYS: lease; ARGV: token, PX ms.
+const RENEW_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0";
 
 /// Moves the purge time forward, never back (hosts' clocks differ). KEYS: purged-at; ARGV: ms.
 const PURGE_SCRIPT: &str = r"
@@ -80,10 +125,13 @@ if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then
 end
 return 1";
 
-/// Deletes a lease only if it is still the caller's. KEYS: lease; ARGV: token.
+/// Deletes a lease only if it is still the caller's, and when its fetch was not shared
+/// (pass ms > 0) lets the waiters fetch on their own. KEYS: lease, pass; ARGV: token, pass ms.
 const RELEASE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0";
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if ARGV[2] ~= '0' then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
+return 1";
 
 /// An image answer as the fleet shares it.
 #[derive(Debug)]
@@ -116,7 +164,34 @@ pub struct Ticket {
 
 struct Lease {
     key: String,
+    pass_key: String,
     token: String,
+    /// The task that keeps the lease alive while the fetch runs; stopped with the lease.
+    renewal: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(renewal) = &self.renewal {
+            renewal.abort();
+        }
+    }
+}
+
+/// Invalidations Redis did not take (down or slow when they were sent): retried until it
+/// does; meanwhile shared values from before them are not trusted here.
+#[derive(Default)]
+struct Unsent {
+    /// Image ID → when it was invalidated (Unix ms).
+    ids: HashMap<String, u64>,
+    /// A purge of everything, and when.
+    all: Option<u64>,
+}
+
+impl Unsent {
+    fn count(&self) -> usize {
+        self.ids.len() + usize::from(self.all.is_some())
+    }
 }
 
 /// Which shared values a reader accepts.
@@ -253,6 +328,8 @@ pub struct Fleet {
     ttl: Duration,
     timeout: Duration,
     lease: Duration,
+    generation_life: Duration,
+    max_entry_size: usize,
     circuit: Circuit,
     metrics: L2Metrics,
     filled: broadcast::Sender<Arc<str>>,
@@ -260,6 +337,10 @@ pub struct Fleet {
     purged_before: AtomicU64,
     /// Whether the subscription has ever failed: then it resyncs on its next connection.
     missed_messages: AtomicBool,
+    /// Whether the subscription is up: only then are shared values taken, as only then would
+    /// an invalidation of them be heard.
+    listening: AtomicBool,
+    unsent: Mutex<Unsent>,
 }
 
 /// Why the tier could not be set up (a bad URL; an unreachable Redis is not an error).
@@ -292,6 +373,7 @@ impl Fleet {
         config: &RedisConfig,
         auth_mode: AuthMode,
         ttl: Duration,
+        max_entry_size: usize,
         metrics: L2Metrics,
     ) -> Result<Fleet, FleetError> {
         let bad = |url: &str, e: redis::RedisError| {
@@ -361,6 +443,8 @@ impl Fleet {
             ttl,
             timeout: config.timeout,
             lease: config.lease,
+            max_entry_size,
+            generation_life: GENERATION_LIFE.max(ttl + Duration::from_secs(3600)),
             circuit: Circuit {
                 failures: AtomicU32::new(0),
                 open_until: AtomicU64::new(0),
@@ -370,6 +454,8 @@ impl Fleet {
             filled,
             purged_before: AtomicU64::new(0),
             missed_messages: AtomicBool::new(false),
+            listening: AtomicBool::new(false),
+            unsent: Mutex::new(Unsent::default()),
         })
     }
 
@@ -377,8 +463,14 @@ impl Fleet {
         format!("{}image:{{{id}}}", self.keys)
     }
 
+    /// The image's values in every mode: an invalidation reaches instances in the other.
+    fn image_keys_of_every_mode(&self, id: &str) -> [String; 2] {
+        [AuthMode::Shared, AuthMode::PerCredential]
+            .map(|mode| format!("{}{}:image:{{{id}}}", self.channels, mode.as_str()))
+    }
+
     fn generation_key(&self, id: &str) -> String {
-        format!("{}gen:{{{id}}}", self.keys)
+        format!("{}gen:{{{id}}}", self.channels)
     }
 
     fn grant_key(&self, id: &str, record: &str) -> String {
@@ -392,8 +484,15 @@ impl Fleet {
         }
     }
 
+    fn pass_key(&self, id: &str, reader: Option<&str>) -> String {
+        match reader {
+            Some(record) => format!("{}pass:{{{id}}}:{record}", self.keys),
+            None => format!("{}pass:{{{id}}}", self.keys),
+        }
+    }
+
     fn purge_key(&self) -> String {
-        format!("{}purged-at", self.keys)
+        format!("{}purged-at", self.channels)
     }
 
     fn channel(&self, name: &str) -> String {
@@ -504,11 +603,27 @@ impl Fleet {
         let Some(value) = value else {
             return miss(L2Result::Miss);
         };
-        let Some((produced_ms, answer)) = decode(&value) else {
+        if !self.listening.load(Ordering::Acquire) {
+            return miss(L2Result::Miss);
+        }
+        let Some((produced_ms, mut answer)) = decode(&value) else {
             tracing::warn!("the shared value of an image does not decode; ignoring it");
             return miss(L2Result::Garbage);
         };
-        let purged_before = self.purged_before.load(Ordering::Acquire);
+        // Only READY images are ever written, but Redis is not ours alone: check again.
+        if answer.status != StatusCode::OK
+            || answer.body.len() > self.max_entry_size
+            || !is_ready_image(id, &answer.body)
+        {
+            tracing::warn!("the shared value of an image is not a READY image of that ID");
+            return miss(L2Result::Garbage);
+        }
+        strip_hop_by_hop(&mut answer.headers);
+        // Nothing from before the last purge, nor from before an invalidation Redis missed.
+        let purged_before = self
+            .purged_before
+            .load(Ordering::Acquire)
+            .max(self.unsent_since(id));
         // Another host's clock may be a little ahead: an answer from the future is new.
         let age = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(produced_ms));
         let young_enough = match accept {
@@ -543,7 +658,7 @@ impl Fleet {
     /// after waiting for the instance that holds it, or alone when Redis is unavailable or
     /// `wait_until` comes.
     pub async fn claim(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         reader: Option<&str>,
         accept: Accept,
@@ -552,6 +667,7 @@ impl Fleet {
         // Subscribed before the first read, so a fill that lands in between still wakes us.
         let mut filled = self.filled.subscribe();
         let lease_key = self.lease_key(id, reader);
+        let pass_key = self.pass_key(id, reader);
         let token = random_token();
         let mut waited = false;
         let gave_up = |waited: bool, generation: Option<String>| {
@@ -575,30 +691,33 @@ impl Fleet {
                 Err(()) => return gave_up(waited, None),
             };
             let started = Instant::now();
-            let won: Result<bool, ()> = self
+            let won: Result<i64, ()> = self
                 .run(
                     L2Op::Lease,
-                    redis::cmd("SET")
+                    redis::cmd("EVAL")
+                        .arg(LEASE_SCRIPT)
+                        .arg(2)
                         .arg(&lease_key)
+                        .arg(&pass_key)
                         .arg(&token)
-                        .arg("PX")
-                        .arg(self.lease.as_millis() as u64)
-                        .arg("NX"),
+                        .arg(self.lease.as_millis() as u64),
                 )
                 .await;
             match won {
-                Ok(true) => {
+                Ok(1) => {
                     self.metrics
                         .operation(L2Op::Lease, L2Result::Ok, started.elapsed());
                     let lease = Lease {
+                        renewal: Some(self.keep_alive(&lease_key, &token)),
                         key: lease_key,
+                        pass_key,
                         token,
                     };
                     // The previous holder may have published and let go of the lease between
                     // our read and our win: look once more before fetching.
                     let generation = match self.read(id, reader, accept).await {
                         Ok((Some(found), _)) => {
-                            self.release_lease(lease).await;
+                            self.release_lease(lease, true).await;
                             if waited {
                                 self.metrics.waited(FleetWait::Filled);
                             }
@@ -615,7 +734,20 @@ impl Fleet {
                         lease: Some(lease),
                     });
                 }
-                Ok(false) => {
+                Ok(-1) => {
+                    // The last fetch's answer was not shared: queueing would only serialise
+                    // the fleet's fetches of something no one can share.
+                    self.metrics
+                        .operation(L2Op::Lease, L2Result::Miss, started.elapsed());
+                    if waited {
+                        self.metrics.waited(FleetWait::NotShared);
+                    }
+                    return Claim::Fetch(Ticket {
+                        generation: Some(generation),
+                        lease: None,
+                    });
+                }
+                Ok(_) => {
                     self.metrics
                         .operation(L2Op::Lease, L2Result::Miss, started.elapsed());
                 }
@@ -676,6 +808,7 @@ impl Fleet {
     ) {
         let left = self.ttl.saturating_sub(answer.age);
         let px = left.as_millis() as u64;
+        let mut shared = false;
         if let (Some(generation), true) = (&ticket.generation, px > 0) {
             let produced_ms = unix_ms(produced);
             let mut script = redis::cmd("EVAL");
@@ -698,7 +831,7 @@ impl Fleet {
                 Ok(1) => {
                     self.metrics
                         .operation(L2Op::Set, L2Result::Ok, started.elapsed());
-                    self.announce("filled", id).await;
+                    shared = true;
                 }
                 Ok(_) => {
                     // Invalidated while we fetched: what we have may be the old image.
@@ -708,47 +841,100 @@ impl Fleet {
                 Err(()) => {}
             }
         }
-        self.release(ticket, id).await;
+        self.release_ticket(ticket, id, shared).await;
     }
 
-    /// Gives up the ticket's lease, if any, so that waiting instances look again at once.
+    /// Gives up the ticket's lease, if any, after a fetch whose answer is not shared: the
+    /// waiting instances fetch on their own at once.
     pub async fn release(&self, ticket: Ticket, id: &str) {
-        let Some(lease) = ticket.lease else { return };
-        self.release_lease(lease).await;
-        self.announce("filled", id).await;
+        self.release_ticket(ticket, id, false).await;
     }
 
-    async fn release_lease(&self, lease: Lease) {
+    async fn release_ticket(&self, ticket: Ticket, id: &str, shared: bool) {
+        let held_lease = ticket.lease.is_some();
+        if let Some(lease) = ticket.lease {
+            self.release_lease(lease, shared).await;
+        }
+        // Waiters look again at once: they find the value, or the pass to fetch on their own.
+        // (A no-cache fetch holds no lease, but its value may end someone's wait too.)
+        if shared || held_lease {
+            self.announce("filled", id).await;
+        }
+    }
+
+    async fn release_lease(&self, lease: Lease, shared: bool) {
+        let pass = if shared {
+            0
+        } else {
+            NOT_SHARED_PASS.min(self.lease).as_millis() as u64
+        };
         let _: Result<i64, ()> = self
             .run_counted(
                 L2Op::Delete,
                 redis::cmd("EVAL")
                     .arg(RELEASE_SCRIPT)
-                    .arg(1)
+                    .arg(2)
                     .arg(&lease.key)
-                    .arg(&lease.token),
+                    .arg(&lease.pass_key)
+                    .arg(&lease.token)
+                    .arg(pass),
             )
             .await;
+    }
+
+    /// Keeps a lease alive while its fetch runs (a slow API must not hand the fetch to
+    /// another instance every `--redis-lease`); it stops when the lease is dropped, or if
+    /// the lease is lost.
+    fn keep_alive(self: &Arc<Self>, key: &str, token: &str) -> tokio::task::AbortHandle {
+        let fleet = Arc::downgrade(self);
+        let every = self.lease / 3;
+        let (key, token) = (key.to_string(), token.to_string());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(this) = fleet.upgrade() else { return };
+                let renewed: Result<i64, ()> = this
+                    .run_counted(
+                        L2Op::Lease,
+                        redis::cmd("EVAL")
+                            .arg(RENEW_SCRIPT)
+                            .arg(1)
+                            .arg(&key)
+                            .arg(&token)
+                            .arg(this.lease.as_millis() as u64),
+                    )
+                    .await;
+                if renewed == Ok(0) {
+                    return;
+                }
+            }
+        })
+        .abort_handle()
     }
 
     /// Drops `id` everywhere: the shared value and every grant of it, and (by message)
     /// every instance's copy.
     pub async fn invalidate(&self, id: &str) {
-        let _: Result<i64, ()> = self
-            .run_counted(
-                L2Op::Delete,
-                redis::cmd("EVAL")
-                    .arg(INVALIDATE_SCRIPT)
-                    .arg(2)
-                    .arg(self.image_key(id))
-                    .arg(self.generation_key(id))
-                    .arg(GENERATION_LIFE.as_millis() as u64),
-            )
-            .await;
-        self.announce("invalidate", id).await;
+        let at = unix_ms(SystemTime::now());
+        if !self.send_invalidation(id).await {
+            self.keep_unsent(Some(id), at);
+        }
     }
 
-    /// Forgets that `reader` may read `id`: the API refused it (401, 403 or 404).
+    /// Deletes the values, bumps the generation and tells the fleet; whether Redis took it.
+    async fn send_invalidation(&self, id: &str) -> bool {
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(INVALIDATE_SCRIPT)
+            .arg(3)
+            .arg(self.generation_key(id))
+            .arg(&self.image_keys_of_every_mode(id)[..])
+            .arg(self.generation_life.as_millis() as u64);
+        let deleted: Result<i64, ()> = self.run_counted(L2Op::Delete, &script).await;
+        deleted.is_ok() && self.announce("invalidate", id).await
+    }
+
+    /// Forgets that `reader` may read `id`: the API refused it (401, 403).
     pub async fn revoke(&self, id: &str, reader: &str) {
         let _: Result<i64, ()> = self
             .run_counted(
@@ -758,31 +944,139 @@ impl Fleet {
             .await;
     }
 
+    /// The API answered 404 to `reader`: forgets its grant, and if the grant held (the
+    /// reader could read the shared value: so the image itself is gone), drops the image
+    /// everywhere, as a local 404 drops an entry its caller could read.
+    pub async fn not_found_for(&self, id: &str, reader: &str) {
+        let at = unix_ms(SystemTime::now());
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(NOT_FOUND_SCRIPT)
+            .arg(4)
+            .arg(self.grant_key(id, reader))
+            .arg(self.generation_key(id))
+            .arg(&self.image_keys_of_every_mode(id)[..])
+            .arg(self.generation_life.as_millis() as u64);
+        let invalidated: Result<i64, ()> = self.run_counted(L2Op::Delete, &script).await;
+        match invalidated {
+            Ok(1) => {
+                if !self.announce("invalidate", id).await {
+                    self.keep_unsent(Some(id), at);
+                }
+            }
+            Ok(_) => {}
+            // Whether the grant held is unknown: invalidate, to be safe, when Redis is back.
+            Err(()) => self.keep_unsent(Some(id), at),
+        }
+    }
+
     /// Drops every image everywhere: values and grants produced before now are ignored from
     /// now on.
     pub async fn invalidate_all(&self) {
-        let now = unix_ms(SystemTime::now());
-        self.purged_before.fetch_max(now, Ordering::AcqRel);
-        let _: Result<i64, ()> = self
+        let at = unix_ms(SystemTime::now());
+        self.purged_before.fetch_max(at, Ordering::AcqRel);
+        if !self.send_purge(at).await {
+            self.keep_unsent(None, at);
+        }
+    }
+
+    /// Records the purge time and tells the fleet; whether Redis took it.
+    async fn send_purge(&self, at: u64) -> bool {
+        let recorded: Result<i64, ()> = self
             .run_counted(
                 L2Op::Set,
                 redis::cmd("EVAL")
                     .arg(PURGE_SCRIPT)
                     .arg(1)
                     .arg(self.purge_key())
-                    .arg(now),
+                    .arg(at),
             )
             .await;
-        self.announce("invalidate", "*").await;
+        recorded.is_ok() && self.announce("invalidate", &format!("*:{at}")).await
     }
 
-    async fn announce(&self, channel: &str, id: &str) {
-        let _: Result<i64, ()> = self
+    /// Keeps an invalidation of `id` (`None`: of everything) made at `at` that Redis did
+    /// not take, for [`Fleet::retry_unsent`].
+    fn keep_unsent(&self, id: Option<&str>, at: u64) {
+        let mut unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+        match id {
+            Some(id) if unsent.ids.len() < MAX_UNSENT || unsent.ids.contains_key(id) => {
+                let since = unsent.ids.entry(id.to_string()).or_insert(at);
+                *since = (*since).max(at);
+            }
+            // Too many to keep one by one: one purge of everything covers them all.
+            _ => {
+                self.purged_before.fetch_max(at, Ordering::AcqRel);
+                unsent.all = Some(unsent.all.unwrap_or(0).max(at));
+                unsent.ids.clear();
+            }
+        }
+        self.metrics.set_unsent(unsent.count());
+    }
+
+    /// Since when shared values of `id` are not to be trusted here (an invalidation of it
+    /// has not reached Redis yet); 0 if none.
+    fn unsent_since(&self, id: &str) -> u64 {
+        let unsent = self.unsent.lock().unwrap_or_else(|e| e.into_inner());
+        unsent.ids.get(id).copied().unwrap_or(0)
+    }
+
+    /// Sends the unsent invalidations again every [`RETRY_UNSENT`] until Redis takes them,
+    /// for as long as the fleet lives.
+    pub fn retry_unsent(self: &Arc<Self>) {
+        let fleet = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(RETRY_UNSENT);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(this) = fleet.upgrade() else { return };
+                let (all, ids) = {
+                    let unsent = this.unsent.lock().unwrap_or_else(|e| e.into_inner());
+                    if unsent.count() == 0 {
+                        continue;
+                    }
+                    let ids: Vec<(String, u64)> = unsent
+                        .ids
+                        .iter()
+                        .map(|(id, at)| (id.clone(), *at))
+                        .collect();
+                    (unsent.all, ids)
+                };
+                if let Some(at) = all {
+                    if !this.send_purge(at).await {
+                        continue;
+                    }
+                    let mut unsent = this.unsent.lock().unwrap_or_else(|e| e.into_inner());
+                    if unsent.all == Some(at) {
+                        unsent.all = None;
+                    }
+                    this.metrics.set_unsent(unsent.count());
+                }
+                for (id, at) in ids {
+                    if !this.send_invalidation(&id).await {
+                        break;
+                    }
+                    let mut unsent = this.unsent.lock().unwrap_or_else(|e| e.into_inner());
+                    // Not if it was invalidated again meanwhile: that one is still to send.
+                    if unsent.ids.get(&id) == Some(&at) {
+                        unsent.ids.remove(&id);
+                    }
+                    this.metrics.set_unsent(unsent.count());
+                }
+            }
+        });
+    }
+
+    /// Whether Redis took the message.
+    async fn announce(&self, channel: &str, id: &str) -> bool {
+        let published: Result<i64, ()> = self
             .run_counted(
                 L2Op::Publish,
                 redis::cmd("PUBLISH").arg(self.channel(channel)).arg(id),
             )
             .await;
+        published.is_ok()
     }
 
     /// Listens to the fleet until `owner` is dropped: `filled` messages wake local waiters,
@@ -843,6 +1137,7 @@ impl Fleet {
                         let Some(owner) = owner.upgrade() else { return };
                         on_invalidate(owner, None).await;
                     }
+                    this.listening.store(true, Ordering::Release);
                 }
                 let (mut sink, mut messages) = pubsub.split();
                 let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
@@ -871,9 +1166,19 @@ impl Fleet {
                     } else {
                         this.metrics.message(FleetMessage::Invalidate);
                         let Some(owner) = owner.upgrade() else { return };
-                        if id == "*" {
-                            // The purging instance set the time before it published.
-                            let _ = this.load_purge_time().await;
+                        if let Some(at) = id.strip_prefix('*') {
+                            // `*:ms`: the purge's time comes with it, so it holds here even if
+                            // Redis cannot be read right now.
+                            match at.strip_prefix(':').and_then(|ms| ms.parse::<u64>().ok()) {
+                                Some(ms) => {
+                                    this.purged_before.fetch_max(ms, Ordering::AcqRel);
+                                }
+                                None => {
+                                    if !this.load_purge_time().await {
+                                        this.missed_messages.store(true, Ordering::Release);
+                                    }
+                                }
+                            }
                             on_invalidate(owner, None).await;
                         } else {
                             on_invalidate(owner, Some(id.to_string())).await;
@@ -881,6 +1186,7 @@ impl Fleet {
                     }
                 }
                 if let Some(this) = fleet.upgrade() {
+                    this.listening.store(false, Ordering::Release);
                     this.missed_messages.store(true, Ordering::Release);
                 }
                 tracing::warn!("the fleet subscription was lost; reconnecting");

@@ -117,6 +117,7 @@ pub struct L2Metrics {
     circuit_open: IntGauge,
     waits: IntCounterVec,
     messages: IntCounterVec,
+    unsent: IntGauge,
 }
 
 /// A Redis command, as the `op` label spells it.
@@ -197,16 +198,25 @@ pub enum FleetWait {
     TakenOver,
     /// Redis failed or the deadline came first: this instance fetched on its own.
     GaveUp,
+    /// The holder's answer was not one to share (not READY, an error, refused): this
+    /// instance fetched on its own at once rather than queue for the lease.
+    NotShared,
 }
 
 impl FleetWait {
-    pub const ALL: [FleetWait; 3] = [FleetWait::Filled, FleetWait::TakenOver, FleetWait::GaveUp];
+    pub const ALL: [FleetWait; 4] = [
+        FleetWait::Filled,
+        FleetWait::TakenOver,
+        FleetWait::GaveUp,
+        FleetWait::NotShared,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             FleetWait::Filled => "filled",
             FleetWait::TakenOver => "taken_over",
             FleetWait::GaveUp => "gave_up",
+            FleetWait::NotShared => "not_shared",
         }
     }
 }
@@ -309,6 +319,14 @@ impl L2Metrics {
         for kind in FleetMessage::ALL {
             messages.with_label_values(&[kind.as_str()]);
         }
+        let unsent = register(
+            registry,
+            IntGauge::new(
+                name("l2_unsent_invalidations"),
+                "Invalidations Redis has not taken yet (retried every second; a purge of \
+                 everything counts as one)",
+            )?,
+        )?;
         Ok(L2Metrics {
             enabled,
             operations,
@@ -316,6 +334,7 @@ impl L2Metrics {
             circuit_open,
             waits,
             messages,
+            unsent,
         })
     }
 
@@ -332,6 +351,10 @@ impl L2Metrics {
                 .with_label_values(&[op.as_str()])
                 .observe(elapsed.as_secs_f64());
         }
+    }
+
+    pub fn set_unsent(&self, count: usize) {
+        self.unsent.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     pub fn set_circuit_open(&self, open: bool) {

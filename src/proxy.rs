@@ -124,8 +124,11 @@ enum FleetEffect {
     Share(SharedAnswer, SystemTime),
     /// The image is no longer what others may hold: drop it everywhere.
     Invalidate,
-    /// The API refused this credential (401, 403, 404): forget that it may read the image.
+    /// The API refused this credential (401, 403): forget that it may read the image.
     Revoke,
+    /// A 404 for this credential: forget that it may read the image, and if it could, the
+    /// image is gone for everyone.
+    NotFound,
     /// Nothing to tell.
     Nothing,
 }
@@ -148,6 +151,7 @@ impl Proxy {
                     redis,
                     config.auth_mode,
                     config.ttl,
+                    usize::try_from(config.max_entry_size).unwrap_or(usize::MAX),
                     metrics.l2().clone(),
                 )?))
             }
@@ -169,6 +173,7 @@ impl Proxy {
             fleet.listen(Arc::downgrade(&proxy), |proxy: Arc<Proxy>, id| async move {
                 proxy.dropped_by_fleet(id.as_deref()).await;
             });
+            fleet.retry_unsent();
         }
         Ok(proxy)
     }
@@ -522,6 +527,9 @@ impl Proxy {
                 }
                 (FleetEffect::Invalidate, _) => fleet.invalidate(&id).await,
                 (FleetEffect::Revoke, Some(Some(record))) => fleet.revoke(&id, &record).await,
+                (FleetEffect::NotFound, Some(Some(record))) => {
+                    fleet.not_found_for(&id, &record).await
+                }
                 _ => {}
             }
             fleet.release(ticket, &id).await;
@@ -538,17 +546,7 @@ impl Proxy {
         who: Option<Fingerprint>,
         generation: Generation,
     ) -> Option<Arc<crate::cache::Entry>> {
-        // Values are only ever written READY, but Redis is not ours alone: check again.
-        if shared.body.len() > self.max_entry_size {
-            return None;
-        }
-        let state = image_state(&shared.body)?;
-        if shared.status != StatusCode::OK
-            || state.id.as_deref() != Some(id)
-            || state.status.as_deref() != Some("READY")
-        {
-            return None;
-        }
+        // (The fleet let through only a READY image of this ID within --max-entry-size.)
         let now = Instant::now();
         let entry = NewEntry {
             kind: EntryKind::Ready,
@@ -676,7 +674,7 @@ impl Proxy {
                 // In shared mode every caller may read every image, so a 404 is the image's.
                 not_found_effect = match self.auth_mode {
                     AuthMode::Shared => FleetEffect::Invalidate,
-                    AuthMode::PerCredential => FleetEffect::Revoke,
+                    AuthMode::PerCredential => FleetEffect::NotFound,
                 };
                 if self
                     .invalidate_for(id, who, InvalidationReason::NotFound)
@@ -1064,6 +1062,13 @@ struct ImageState<'a> {
 /// `status`.
 fn image_state(body: &[u8]) -> Option<ImageState<'_>> {
     serde_json::from_slice(body).ok()
+}
+
+/// Whether `body` is the JSON of image `id` in status READY: the only answer that is stored.
+pub(crate) fn is_ready_image(id: &str, body: &[u8]) -> bool {
+    image_state(body).is_some_and(|state| {
+        state.id.as_deref() == Some(id) && state.status.as_deref() == Some("READY")
+    })
 }
 
 fn wants_no_cache(headers: &HeaderMap) -> bool {

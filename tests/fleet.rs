@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baremetal_image_cache::config::{RedisConfig, Secret};
-use baremetal_image_cache::sim::Simulator;
+use baremetal_image_cache::sim::{Fault, FaultScope, Simulator};
 use baremetal_image_cache::Config;
 use bytes::Bytes;
 use common::*;
@@ -450,8 +450,10 @@ async fn garbage_in_redis_is_ignored_and_counted() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(replaced, "the unusable value was replaced");
+    // Each value was read twice (before and after winning the lease), and never as a hit.
     let scrape = Scrape::take(&instances[0]).await;
-    assert!(scrape.get(&l2_series("get", "garbage")) >= 2.0);
+    assert_eq!(scrape.get(&l2_series("get", "garbage")), 8.0);
+    assert_eq!(scrape.get(&l2_series("get", "ok")), 0.0);
     stop_all(instances).await;
 }
 
@@ -822,5 +824,202 @@ async fn an_instance_starts_and_answers_while_redis_is_down() {
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     until_metric(h, &format!("{P}_l2_circuit_open"), 1.0).await;
     assert!(Scrape::take(h).await.get(&l2_series("get", "error")) >= 1.0);
+    stop_all(instances).await;
+}
+
+/// Polls `series` on `h` (bounded) until it is exactly `value`.
+async fn until_metric_is(h: &Harness, series: &str, value: f64) {
+    for _ in 0..2000 {
+        if Scrape::take(h).await.get(series) == value {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{series} never came to {value}");
+}
+
+#[tokio::test]
+async fn an_invalidation_redis_missed_is_sent_when_it_is_back() {
+    let (redis, sim, instances) = start_fleet(2, shared_config(), None).await;
+    until_subscribed(&redis, "bic-test:invalidate", 2).await;
+    let (a, b) = (&instances[0], &instances[1]);
+    assert_eq!(a.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(a, &l2_series("set", "ok"), 1.0).await;
+    until_no_leases(&redis).await;
+    assert_eq!(b.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    // Redis takes no writes (nor publishes) for a while: the PATCH's invalidation fails.
+    let mut connection = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(2000)
+        .arg("WRITE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.send(patch_description(a, IMG, "patched")).await.status,
+        StatusCode::OK
+    );
+    let unsent = format!("{P}_l2_unsent_invalidations");
+    assert_eq!(Scrape::take(a).await.get(&unsent), 1.0);
+    // Meanwhile the old value, still in Redis, is not trusted by the instance that knows.
+    assert_eq!(
+        a.get(IMG, Some(ALICE)).await.json()["description"],
+        "patched"
+    );
+    // Once Redis is back, the invalidation is sent, and reaches the other instance's copy.
+    until_metric_is(a, &unsent, 0.0).await;
+    until_metric(b, &fleet_drops(), 1.0).await;
+    assert_eq!(
+        b.get(IMG, Some(ALICE)).await.json()["description"],
+        "patched"
+    );
+    assert_eq!(sim.image_get_count(IMG), 3);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_404_to_a_credential_that_could_read_the_shared_copy_drops_it_everywhere() {
+    let (redis, sim, instances) = start_fleet(3, test_config(), Some(GRANT_KEY)).await;
+    until_subscribed(&redis, "bic-test:invalidate", 3).await;
+    let (a, b, c) = (&instances[0], &instances[1], &instances[2]);
+    assert_eq!(a.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(a, &l2_series("set", "ok"), 1.0).await;
+    assert_eq!(a.get(IMG, Some(ALICE2)).await.x_cache(), "MISS");
+    until_metric(a, &l2_series("set", "ok"), 2.0).await;
+    until_no_leases(&redis).await;
+    delete_behind_the_proxies(a, IMG).await;
+    // Alice asks B, which holds no copy, to check: the API says 404.
+    assert_eq!(
+        b.get_fresh(IMG, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Her grant held, so the image is gone for everyone: the copy A holds too.
+    until_metric(a, &fleet_drops(), 1.0).await;
+    assert_eq!(c.get(IMG, Some(ALICE2)).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(a.get(IMG, Some(ALICE2)).await.status, StatusCode::NOT_FOUND);
+    // A 404 to a token that was never shown the image ends no one else's copy: it may only
+    // mean "not for you".
+    assert_eq!(a.get(IMG2, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(a, &l2_series("set", "ok"), 3.0).await;
+    until_no_leases(&redis).await;
+    delete_behind_the_proxies(a, IMG2).await;
+    assert_eq!(
+        b.get_fresh(IMG2, Some(ALICE2)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(c.get(IMG2, Some(ALICE)).await.x_cache(), "HIT");
+    assert_eq!(sim.image_get_count(IMG2), 2);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn instances_in_different_modes_on_one_prefix_invalidate_each_other() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let shared = fleet(
+        1,
+        &sim,
+        fleet_config(shared_config(), vec![redis.url()], None),
+    )
+    .await;
+    let per_credential = fleet(
+        2,
+        &sim,
+        fleet_config(test_config(), vec![redis.url()], Some(GRANT_KEY)),
+    )
+    .await;
+    until_subscribed(&redis, "bic-test:invalidate", 3).await;
+    let (first, second) = (&per_credential[0], &per_credential[1]);
+    assert_eq!(first.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(first, &l2_series("set", "ok"), 1.0).await;
+    until_no_leases(&redis).await;
+    // A mutation through the shared-mode instance ends the per-credential value too.
+    let patch = patch_description(&shared[0], IMG, "patched");
+    assert_eq!(shared[0].send(patch).await.status, StatusCode::OK);
+    until_metric(first, &fleet_drops(), 1.0).await;
+    assert_eq!(
+        second.get(IMG, Some(ALICE)).await.json()["description"],
+        "patched"
+    );
+    // So does a purge of everything.
+    until_metric(second, &l2_series("set", "ok"), 1.0).await;
+    until_no_leases(&redis).await;
+    assert_eq!(first.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    shared[0].admin(Method::DELETE, "/cache").await;
+    until_metric(first, &fleet_drops(), 2.0).await;
+    assert_eq!(first.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    stop_all(shared).await;
+    stop_all(per_credential).await;
+}
+
+#[tokio::test]
+async fn when_the_answer_is_not_shared_the_fleet_does_not_queue_for_it() {
+    let (redis, sim, instances) = start_fleet(4, shared_config(), None).await;
+    until_subscribed(&redis, "bic-test:filled", 4).await;
+    sim.set_status(IMG, "CREATING");
+    // Long enough that all four ask while the first fetch is under way.
+    sim.set_fault(
+        FaultScope::Image(IMG.to_string()),
+        Fault::Delay(Duration::from_millis(1000)),
+        None,
+    );
+    let tasks: Vec<_> = instances
+        .iter()
+        .map(|h| spawn_get(h, IMG, Some(ALICE)))
+        .collect();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["status"], "CREATING");
+    }
+    assert_eq!(sim.image_get_count(IMG), 4);
+    // The three that waited fetched as soon as the first answer turned out unshareable,
+    // not one after another behind the lease.
+    let mut not_shared = 0.0;
+    for h in &instances {
+        let scrape = Scrape::take(h).await;
+        let waits = |outcome: &str| {
+            scrape.get(&format!(
+                "{P}_l2_fleet_waits_total{{outcome=\"{outcome}\"}}"
+            ))
+        };
+        assert_eq!(waits("taken_over"), 0.0);
+        assert_eq!(waits("gave_up"), 0.0);
+        not_shared += waits("not_shared");
+    }
+    assert_eq!(not_shared, 3.0);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_fetch_slower_than_the_lease_keeps_it_and_stays_one_request() {
+    let redis = RedisServer::start().await;
+    let sim = simulator();
+    let base = Config {
+        upstream_timeout: Duration::from_secs(10),
+        ..shared_config()
+    };
+    let mut config = fleet_config(base, vec![redis.url()], None);
+    if let Some(tier) = config.redis.as_mut() {
+        tier.lease = Duration::from_secs(1);
+    }
+    let instances = fleet(3, &sim, config).await;
+    until_subscribed(&redis, "bic-test:filled", 3).await;
+    // Two and a half lease lengths (and within the waiters' half of the upstream timeout):
+    // without renewal, other instances would take the lease over and fetch again.
+    sim.set_fault(
+        FaultScope::Image(IMG.to_string()),
+        Fault::Delay(Duration::from_millis(2500)),
+        None,
+    );
+    let mut tasks = Vec::new();
+    for round in 0..30 {
+        tasks.push(spawn_get(&instances[round % 3], IMG, Some(ALICE)));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(sim.image_get_count(IMG), 1);
     stop_all(instances).await;
 }
