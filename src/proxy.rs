@@ -439,8 +439,11 @@ impl Proxy {
             // Nobody streams an oversized refresh: dropping the receiver drops the body.
             let (hand_over, _) = oneshot::channel();
             let started = Instant::now();
-            // Another instance may have refreshed it already: take theirs if it is newer.
-            let fleet_read = Some(Accept::YoungerThan(age));
+            // Another instance may have refreshed it already: take theirs if it is newer. In
+            // per-credential mode the refresh is for the caller's check by the API, which a
+            // newer value fetched for someone else does not renew: ask the API.
+            let fleet_read =
+                (proxy.auth_mode == AuthMode::Shared).then_some(Accept::YoungerThan(age));
             let result = proxy
                 .fetch(&id, &headers, who, fleet_read, deadline, hand_over)
                 .await;

@@ -1023,3 +1023,36 @@ async fn a_fetch_slower_than_the_lease_keeps_it_and_stays_one_request() {
     assert_eq!(sim.image_get_count(IMG), 1);
     stop_all(instances).await;
 }
+
+#[tokio::test]
+async fn a_per_credential_refresh_asks_the_api_even_when_the_fleet_has_a_newer_value() {
+    let config = Config {
+        ttl: Duration::from_secs(6),
+        refresh_ahead: 50,
+        ..test_config()
+    };
+    let (redis, sim, instances) = start_fleet(2, config, Some(GRANT_KEY)).await;
+    until_subscribed(&redis, "bic-test:filled", 2).await;
+    let started = std::time::Instant::now();
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(&instances[0], &l2_series("set", "ok"), 1.0).await;
+    until_no_leases(&redis).await;
+    // Another token, on another instance, a little later: a newer value in Redis.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(instances[1].get(IMG, Some(ALICE2)).await.x_cache(), "MISS");
+    assert_eq!(sim.image_get_count(IMG), 2);
+    // In the last half of Alice's check: the hit refreshes it, at the API.
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed())).await;
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    for _ in 0..500 {
+        if sim.image_get_count(IMG) == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.image_get_count(IMG), 3, "the refresh asked the API");
+    // So Alice's check was renewed: past the first one's TTL she still hits.
+    tokio::time::sleep(Duration::from_millis(6500).saturating_sub(started.elapsed())).await;
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    stop_all(instances).await;
+}
