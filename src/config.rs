@@ -145,6 +145,9 @@ pub struct RedisConfig {
     /// PEM file of the certificate authorities that `rediss://` servers are checked
     /// against, instead of the system's roots.
     pub ca_file: Option<PathBuf>,
+    /// PEM files of the client certificate and its private key, for a `rediss://` server
+    /// that checks its clients (`tls-auth-clients yes`, Redis's default with TLS).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl RedisConfig {
@@ -170,6 +173,7 @@ impl fmt::Debug for RedisConfig {
             .field("lease", &self.lease)
             .field("prefix", &self.prefix)
             .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
             .finish()
     }
 }
@@ -418,6 +422,20 @@ struct Cli {
     /// PEM certificate authorities for rediss:// servers, instead of the system's roots [default: system roots]
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REDIS_CA_FILE", value_name = "FILE")]
     redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for rediss:// servers that check clients; needs --redis-key-file
+    #[arg(
+        long,
+        env = "BAREMETAL_IMAGE_CACHE_REDIS_CERT_FILE",
+        value_name = "FILE"
+    )]
+    redis_cert_file: Option<PathBuf>,
+    /// PEM private key of --redis-cert-file
+    #[arg(
+        long,
+        env = "BAREMETAL_IMAGE_CACHE_REDIS_KEY_FILE",
+        value_name = "FILE"
+    )]
+    redis_key_file: Option<PathBuf>,
 }
 
 /// The configuration file: the same keys as the flags, without `--`. Values are kept raw so
@@ -455,6 +473,8 @@ struct FileConfig {
     redis_lease: Option<String>,
     redis_prefix: Option<String>,
     redis_ca_file: Option<PathBuf>,
+    redis_cert_file: Option<PathBuf>,
+    redis_key_file: Option<PathBuf>,
 }
 
 /// Sizes may be written as a string ("8MiB") or a plain integer of bytes.
@@ -499,6 +519,8 @@ const KEYS: &[&str] = &[
     "redis-lease",
     "redis-prefix",
     "redis-ca-file",
+    "redis-cert-file",
+    "redis-key-file",
 ];
 
 fn env_name(key: &str) -> String {
@@ -789,6 +811,18 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
                     .or(file.redis_prefix)
                     .unwrap_or_else(|| "baremetal-image-cache:".to_string()),
                 ca_file: cli.redis_ca_file.or(file.redis_ca_file),
+                client_cert: match (
+                    cli.redis_cert_file.or(file.redis_cert_file),
+                    cli.redis_key_file.or(file.redis_key_file),
+                ) {
+                    (None, None) => None,
+                    (Some(cert), Some(key)) => Some((cert, key)),
+                    (Some(_), None) | (None, Some(_)) => {
+                        return Err(ConfigError::Invalid(
+                            "redis-cert-file and redis-key-file: give both or neither".into(),
+                        ))
+                    }
+                },
             }),
         },
     };
@@ -851,6 +885,23 @@ impl Config {
                 })?;
                 if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
                     return invalid("redis-ca-file", "holds no PEM certificate");
+                }
+            }
+            if let Some((cert, key)) = &redis.client_cert {
+                if !redis.urls.iter().all(|u| u.starts_with("rediss://")) {
+                    return invalid("redis-cert-file", "is only for rediss:// URLs");
+                }
+                // What the files hold is never quoted: one of them is a secret.
+                for (name, path, marker) in [
+                    ("redis-cert-file", cert, &b"-----BEGIN CERTIFICATE-----"[..]),
+                    ("redis-key-file", key, &b"PRIVATE KEY-----"[..]),
+                ] {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        ConfigError::Invalid(format!("{name}: cannot read {}: {e}", path.display()))
+                    })?;
+                    if !pem.windows(marker.len()).any(|w| w == marker) {
+                        return invalid(name, "holds no PEM certificate or key of that kind");
+                    }
                 }
             }
         }

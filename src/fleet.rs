@@ -379,26 +379,34 @@ impl Fleet {
         let bad = |url: &str, e: redis::RedisError| {
             FleetError(format!("redis: {}: {:?}", redacted_url(url), e.kind()))
         };
+        let read = |name: &str, path: &std::path::Path| {
+            std::fs::read(path)
+                .map_err(|e| FleetError(format!("{name}: cannot read {}: {e}", path.display())))
+        };
         let roots = match &config.ca_file {
             None => None,
-            Some(path) => Some(std::fs::read(path).map_err(|e| {
-                FleetError(format!(
-                    "redis-ca-file: cannot read {}: {e}",
-                    path.display()
-                ))
-            })?),
+            Some(path) => Some(read("redis-ca-file", path)?),
         };
+        let client_tls = match &config.client_cert {
+            None => None,
+            Some((cert, key)) => Some(redis::ClientTlsConfig {
+                client_cert: read("redis-cert-file", cert)?,
+                client_key: read("redis-key-file", key)?,
+            }),
+        };
+        let custom_tls = roots.is_some() || client_tls.is_some();
         let certificates = || redis::TlsCertificates {
-            client_tls: None,
+            client_tls: client_tls.clone(),
             root_cert: roots.clone(),
         };
         let subscribe_to = config
             .urls
             .iter()
             .map(|url| {
-                match roots {
-                    None => redis::Client::open(url.as_str()),
-                    Some(_) => redis::Client::build_with_tls(url.as_str(), certificates()),
+                if custom_tls {
+                    redis::Client::build_with_tls(url.as_str(), certificates())
+                } else {
+                    redis::Client::open(url.as_str())
                 }
                 .map_err(|e| bad(url, e))
             })
@@ -409,7 +417,7 @@ impl Fleet {
                 .connection_timeout(connect_timeout)
                 .response_timeout(config.timeout)
                 .retries(1);
-            if roots.is_some() {
+            if custom_tls {
                 builder = builder.certs(certificates());
             }
             let client = builder.build().map_err(|e| bad(&config.urls[0], e))?;

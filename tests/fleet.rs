@@ -30,6 +30,7 @@ fn fleet_config(base: Config, urls: Vec<String>, grant_key: Option<&str>) -> Con
             lease: Duration::from_secs(3),
             prefix: "bic-test:".to_string(),
             ca_file: None,
+            client_cert: None,
         }),
         ..base
     }
@@ -1054,5 +1055,42 @@ async fn a_per_credential_refresh_asks_the_api_even_when_the_fleet_has_a_newer_v
     // So Alice's check was renewed: past the first one's TTL she still hits.
     tokio::time::sleep(Duration::from_millis(6500).saturating_sub(started.elapsed())).await;
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_redis_that_checks_client_certificates_takes_ours() {
+    let redis = RedisServer::start_tls_checking_clients().await;
+    let sim = simulator();
+    let with_certificate = |certificate: bool| {
+        let mut config = fleet_config(shared_config(), vec![redis.url()], None);
+        if let Some(tier) = config.redis.as_mut() {
+            tier.ca_file = redis.ca_file.clone();
+            tier.client_cert = redis.client_cert.clone().filter(|_| certificate);
+        }
+        config
+    };
+    let instances = fleet(2, &sim, with_certificate(true)).await;
+    until_subscribed(&redis, "bic-test:filled", 2).await;
+    let mut tasks = Vec::new();
+    for round in 0..100 {
+        tasks.push(spawn_get(&instances[round % 2], IMG, Some(ALICE)));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    assert_eq!(sim.image_get_count(IMG), 1);
+    // Without one the server refuses us: no fleet tier, but every answer still comes.
+    let refused = fleet(1, &sim, with_certificate(false)).await;
+    assert_eq!(
+        refused[0].get(IMG2, Some(ALICE)).await.status,
+        StatusCode::OK
+    );
+    let scrape = Scrape::take(&refused[0]).await;
+    assert_eq!(scrape.get(&l2_series("get", "ok")), 0.0);
+    assert!(
+        scrape.get(&l2_series("get", "error")) + scrape.get(&l2_series("get", "timeout")) >= 1.0
+    );
+    stop_all(refused).await;
     stop_all(instances).await;
 }

@@ -13,6 +13,8 @@ pub struct RedisServer {
     extra: Vec<String>,
     /// With TLS: the CA file that signed the server's certificate.
     pub ca_file: Option<PathBuf>,
+    /// With TLS that checks clients: a client certificate and key the server accepts.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 fn free_port() -> u16 {
@@ -57,6 +59,7 @@ impl RedisServer {
                 child: None,
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 ca_file: None,
+                client_cert: None,
             };
             if server.spawn().await.is_ok() {
                 return server;
@@ -68,6 +71,16 @@ impl RedisServer {
     /// A server that speaks only TLS, with a certificate for `localhost` and 127.0.0.1
     /// signed by a CA made here with `openssl` (see [`RedisServer::ca_file`]).
     pub async fn start_tls() -> RedisServer {
+        RedisServer::start_tls_checking(false).await
+    }
+
+    /// [`RedisServer::start_tls`] that accepts only clients with a certificate of its CA
+    /// (`tls-auth-clients yes`); one is made for the tests ([`RedisServer::client_cert`]).
+    pub async fn start_tls_checking_clients() -> RedisServer {
+        RedisServer::start_tls_checking(true).await
+    }
+
+    async fn start_tls_checking(check_clients: bool) -> RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("bic-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("redis work dir");
@@ -131,6 +144,40 @@ impl RedisServer {
             "-out",
             "server.crt",
         ]);
+        if check_clients {
+            // Extensions make it an X.509 v3 certificate, the only kind rustls takes.
+            std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n")
+                .expect("write client.cnf");
+            openssl(&[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=baremetal-image-cache",
+                "-keyout",
+                "client.key",
+                "-out",
+                "client.csr",
+            ]);
+            openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "client.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-extfile",
+                "client.cnf",
+                "-out",
+                "client.crt",
+            ]);
+        }
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
         let extra = vec![
             "--port".to_string(),
@@ -144,11 +191,12 @@ impl RedisServer {
             "--tls-ca-cert-file".to_string(),
             path("ca.crt"),
             "--tls-auth-clients".to_string(),
-            "no".to_string(),
+            if check_clients { "yes" } else { "no" }.to_string(),
         ];
         let mut server = RedisServer {
             port,
             ca_file: Some(dir.join("ca.crt")),
+            client_cert: check_clients.then(|| (dir.join("client.crt"), dir.join("client.key"))),
             dir,
             child: None,
             extra,
@@ -166,7 +214,12 @@ impl RedisServer {
             Some(ca) => redis::Client::build_with_tls(
                 self.url(),
                 redis::TlsCertificates {
-                    client_tls: None,
+                    client_tls: self.client_cert.as_ref().map(|(cert, key)| {
+                        redis::ClientTlsConfig {
+                            client_cert: std::fs::read(cert).expect("client certificate"),
+                            client_key: std::fs::read(key).expect("client key"),
+                        }
+                    }),
                     root_cert: Some(std::fs::read(ca).expect("CA file")),
                 },
             )
