@@ -852,14 +852,6 @@ impl Config {
             if redis.timeout.is_zero() || redis.timeout > Duration::from_secs(60) {
                 return invalid("redis-timeout", "must be more than 0s and at most 1m");
             }
-            // A miss may wait for a read, a lease and a second read before it fetches: those
-            // must leave the fetch most of the client's time.
-            if redis.timeout * 4 > self.upstream_timeout {
-                return invalid(
-                    "redis-timeout",
-                    "must be at most a quarter of --upstream-timeout",
-                );
-            }
             if redis.lease.is_zero() || redis.lease > Duration::from_secs(3600) {
                 return invalid("redis-lease", "must be more than 0s and at most 1h");
             }

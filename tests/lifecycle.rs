@@ -79,16 +79,6 @@ fn every_bad_configuration_fails_naming_what_was_wrong() {
             vec![
                 "--redis".into(),
                 "redis://cache:6379".into(),
-                "--redis-timeout".into(),
-                "3s".into(),
-            ],
-            vec![],
-            "redis-timeout",
-        ),
-        (
-            vec![
-                "--redis".into(),
-                "redis://cache:6379".into(),
                 "--redis-prefix".into(),
                 "fleet{a}:".into(),
             ],
