@@ -73,6 +73,13 @@ impl Entry {
         now.saturating_duration_since(self.stored_at)
     }
 
+    /// How long ago the API last let `who` read this entry (per-credential mode); `None` if
+    /// it never did.
+    pub fn checked_age(&self, who: Option<Fingerprint>, now: Instant) -> Option<Duration> {
+        let grant = self.grants.iter().find(|g| Some(g.who) == who)?;
+        Some(now.saturating_duration_since(grant.at))
+    }
+
     /// When freshness ends. The entry is kept past it by the stale-if-error window.
     fn fresh_until(&self) -> Instant {
         self.stored_at + Duration::from_millis(u64::from(self.fresh_for_ms))

@@ -67,6 +67,9 @@ const GENERATION_LIFE: Duration = Duration::from_secs(24 * 3600);
 /// for the current waiters (they look again within [`FALLBACK_POLL`]), short enough that the
 /// next burst coalesces again.
 const NOT_SHARED_PASS: Duration = Duration::from_secs(1);
+/// How much newer a reader's check in Redis must be than the one a refresh already has, to
+/// count as a new one: its own check's record is written a moment after it was made.
+const NEWER_CHECK_MARGIN: Duration = Duration::from_secs(1);
 /// How often unsent invalidations are tried again.
 const RETRY_UNSENT: Duration = Duration::from_secs(1);
 /// Most unsent invalidations kept one by one; past that they become one purge of everything.
@@ -92,18 +95,23 @@ local gen = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return gen";
 
-/// A 404 for a credential: deletes its grant, and if the grant held (the credential could
-/// read the shared value, so the image itself is gone) invalidates the image as above.
-/// Returns 1 when it invalidated. KEYS: grant, gen, image...; ARGV: generation life ms.
+/// A 404 that proves nothing by itself: invalidates the image as above only if there is a
+/// shared value to end, and (with a grant, per-credential) only if the grant held, so the
+/// credential could read that value and the image itself is gone. The grant is deleted
+/// either way. Nothing is written for IDs that were never shared (a flood of made-up IDs
+/// must not fill Redis). Returns 1 when it invalidated.
+/// KEYS: gen, image (shared), image (per-credential)[, grant]; ARGV: generation life ms.
 const NOT_FOUND_SCRIPT: &str = r"
-local grant = redis.call('GET', KEYS[1])
-if not grant then return 0 end
-redis.call('DEL', KEYS[1])
-local gen = redis.call('GET', KEYS[2]) or '0'
-if string.match(grant, '^[^:]*') ~= gen then return 0 end
-for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
+if KEYS[4] then
+  local grant = redis.call('GET', KEYS[4])
+  if not grant then return 0 end
+  redis.call('DEL', KEYS[4])
+  if string.match(grant, '^[^:]*') ~= (redis.call('GET', KEYS[1]) or '0') then return 0 end
+end
+if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1";
 
 /// Takes the lease unless a recent fetch was not shared. Returns 1 (taken), 0 (held by
@@ -194,14 +202,28 @@ impl Unsent {
     }
 }
 
+/// How a fetch ended, for the instances waiting on its lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// Its answer is in Redis now.
+    Shared,
+    /// There is nothing to share for anyone (the image is not READY, gone, too big, or
+    /// changed meanwhile): the waiters fetch on their own at once instead of queueing.
+    NotShareable,
+    /// It failed, or its answer was for its caller only (a refused token): the next waiter
+    /// takes the lease, so an ailing API is not asked by all at once.
+    Failed,
+}
+
 /// Which shared values a reader accepts.
 #[derive(Clone, Copy)]
 pub enum Accept {
     /// Any fresh one.
     Fresh,
-    /// Only one produced less than this long ago (a refresh wants something newer than what
-    /// it has).
-    YoungerThan(Duration),
+    /// What a refresh wants, something newer than what it has: a value produced less than
+    /// `value` ago and, per-credential, a check of the reader by the API clearly newer than
+    /// `check` ago (not merely the record of the very check it already has).
+    Newer { value: Duration, check: Duration },
 }
 
 #[derive(Clone)]
@@ -412,10 +434,12 @@ impl Fleet {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let connect_timeout = config.timeout * CONNECT_DEADLINES;
+        // The clients' own response deadline is a backstop: each command is bounded by
+        // `--redis-timeout` in `run`, which must fire first to be counted as a timeout.
         let store = if config.is_cluster() {
             let mut builder = ClusterClient::builder(config.urls.clone())
                 .connection_timeout(connect_timeout)
-                .response_timeout(config.timeout)
+                .response_timeout(config.timeout * 2)
                 .retries(1);
             if custom_tls {
                 builder = builder.certs(certificates());
@@ -428,7 +452,7 @@ impl Fleet {
         } else {
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
-                .set_response_timeout(Some(config.timeout))
+                .set_response_timeout(Some(config.timeout * 2))
                 .set_number_of_retries(1)
                 .set_max_delay(Duration::from_secs(1));
             Store {
@@ -636,7 +660,7 @@ impl Fleet {
         let age = Duration::from_millis(unix_ms(SystemTime::now()).saturating_sub(produced_ms));
         let young_enough = match accept {
             Accept::Fresh => true,
-            Accept::YoungerThan(limit) => age < limit,
+            Accept::Newer { value, .. } => age < value,
         };
         if age >= self.ttl || !young_enough || produced_ms < purged_before {
             return miss(L2Result::Miss);
@@ -649,7 +673,11 @@ impl Fleet {
                 None => return miss(L2Result::Miss),
             },
         };
-        if granted_age >= self.ttl {
+        let checked_since = match (accept, reader) {
+            (Accept::Newer { check, .. }, Some(_)) => granted_age + NEWER_CHECK_MARGIN < check,
+            _ => true,
+        };
+        if granted_age >= self.ttl || !checked_since {
             return miss(L2Result::Miss);
         }
         self.metrics
@@ -698,6 +726,10 @@ impl Fleet {
                 Ok((None, generation)) => generation,
                 Err(()) => return gave_up(waited, None),
             };
+            if !self.listening.load(Ordering::Acquire) {
+                // Whatever another instance fills could not be taken: no use waiting for it.
+                return gave_up(waited, Some(generation));
+            }
             let started = Instant::now();
             let won: Result<i64, ()> = self
                 .run(
@@ -725,7 +757,7 @@ impl Fleet {
                     // our read and our win: look once more before fetching.
                     let generation = match self.read(id, reader, accept).await {
                         Ok((Some(found), _)) => {
-                            self.release_lease(lease, true).await;
+                            self.release_lease(lease, Fill::Shared).await;
                             if waited {
                                 self.metrics.waited(FleetWait::Filled);
                             }
@@ -816,7 +848,7 @@ impl Fleet {
     ) {
         let left = self.ttl.saturating_sub(answer.age);
         let px = left.as_millis() as u64;
-        let mut shared = false;
+        let mut fill = Fill::Failed;
         if let (Some(generation), true) = (&ticket.generation, px > 0) {
             let produced_ms = unix_ms(produced);
             let mut script = redis::cmd("EVAL");
@@ -839,42 +871,38 @@ impl Fleet {
                 Ok(1) => {
                     self.metrics
                         .operation(L2Op::Set, L2Result::Ok, started.elapsed());
-                    shared = true;
+                    fill = Fill::Shared;
                 }
                 Ok(_) => {
                     // Invalidated while we fetched: what we have may be the old image.
                     self.metrics
                         .operation(L2Op::Set, L2Result::Miss, started.elapsed());
+                    fill = Fill::NotShareable;
                 }
                 Err(()) => {}
             }
         }
-        self.release_ticket(ticket, id, shared).await;
+        self.release(ticket, id, fill).await;
     }
 
     /// Gives up the ticket's lease, if any, after a fetch whose answer is not shared: the
     /// waiting instances fetch on their own at once.
-    pub async fn release(&self, ticket: Ticket, id: &str) {
-        self.release_ticket(ticket, id, false).await;
-    }
-
-    async fn release_ticket(&self, ticket: Ticket, id: &str, shared: bool) {
+    pub async fn release(&self, ticket: Ticket, id: &str, fill: Fill) {
         let held_lease = ticket.lease.is_some();
         if let Some(lease) = ticket.lease {
-            self.release_lease(lease, shared).await;
+            self.release_lease(lease, fill).await;
         }
-        // Waiters look again at once: they find the value, or the pass to fetch on their own.
-        // (A no-cache fetch holds no lease, but its value may end someone's wait too.)
-        if shared || held_lease {
+        // Waiters look again at once: they find the value, the pass to fetch on their own,
+        // or a free lease. (A no-cache fetch holds no lease, but its value may end a wait.)
+        if fill == Fill::Shared || held_lease {
             self.announce("filled", id).await;
         }
     }
 
-    async fn release_lease(&self, lease: Lease, shared: bool) {
-        let pass = if shared {
-            0
-        } else {
-            NOT_SHARED_PASS.min(self.lease).as_millis() as u64
+    async fn release_lease(&self, lease: Lease, fill: Fill) {
+        let pass = match fill {
+            Fill::NotShareable => NOT_SHARED_PASS.min(self.lease).as_millis() as u64,
+            Fill::Shared | Fill::Failed => 0,
         };
         let _: Result<i64, ()> = self
             .run_counted(
@@ -895,14 +923,15 @@ impl Fleet {
     /// the lease is lost.
     fn keep_alive(self: &Arc<Self>, key: &str, token: &str) -> tokio::task::AbortHandle {
         let fleet = Arc::downgrade(self);
-        let every = self.lease / 3;
+        let every = (self.lease / 4).max(Duration::from_millis(10));
         let (key, token) = (key.to_string(), token.to_string());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(this) = fleet.upgrade() else { return };
+                // (Failures count as lease errors; a renewal is not a lease won.)
                 let renewed: Result<i64, ()> = this
-                    .run_counted(
+                    .run(
                         L2Op::Lease,
                         redis::cmd("EVAL")
                             .arg(RENEW_SCRIPT)
@@ -952,29 +981,24 @@ impl Fleet {
             .await;
     }
 
-    /// The API answered 404 to `reader`: forgets its grant, and if the grant held (the
-    /// reader could read the shared value: so the image itself is gone), drops the image
-    /// everywhere, as a local 404 drops an entry its caller could read.
-    pub async fn not_found_for(&self, id: &str, reader: &str) {
-        let at = unix_ms(SystemTime::now());
+    /// The API answered 404 for `id`, and this instance dropped no copy of it: ends the
+    /// shared value if there is one (and, per-credential, `reader`'s grant held), and tells
+    /// the fleet. Forgets `reader`'s grant either way. If Redis cannot be asked, nothing is
+    /// kept for later: such a 404 may be for an ID that never existed.
+    pub async fn not_found(&self, id: &str, reader: Option<&str>) {
         let mut script = redis::cmd("EVAL");
         script
             .arg(NOT_FOUND_SCRIPT)
-            .arg(4)
-            .arg(self.grant_key(id, reader))
+            .arg(if reader.is_some() { 4 } else { 3 })
             .arg(self.generation_key(id))
-            .arg(&self.image_keys_of_every_mode(id)[..])
-            .arg(self.generation_life.as_millis() as u64);
+            .arg(&self.image_keys_of_every_mode(id)[..]);
+        if let Some(record) = reader {
+            script.arg(self.grant_key(id, record));
+        }
+        script.arg(self.generation_life.as_millis() as u64);
         let invalidated: Result<i64, ()> = self.run_counted(L2Op::Delete, &script).await;
-        match invalidated {
-            Ok(1) => {
-                if !self.announce("invalidate", id).await {
-                    self.keep_unsent(Some(id), at);
-                }
-            }
-            Ok(_) => {}
-            // Whether the grant held is unknown: invalidate, to be safe, when Redis is back.
-            Err(()) => self.keep_unsent(Some(id), at),
+        if invalidated == Ok(1) && !self.announce("invalidate", id).await {
+            self.keep_unsent(Some(id), unix_ms(SystemTime::now()));
         }
     }
 
@@ -1146,6 +1170,7 @@ impl Fleet {
                         on_invalidate(owner, None).await;
                     }
                     this.listening.store(true, Ordering::Release);
+                    this.metrics.set_subscribed(true);
                 }
                 let (mut sink, mut messages) = pubsub.split();
                 let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
@@ -1195,6 +1220,7 @@ impl Fleet {
                 }
                 if let Some(this) = fleet.upgrade() {
                     this.listening.store(false, Ordering::Release);
+                    this.metrics.set_subscribed(false);
                     this.missed_messages.store(true, Ordering::Release);
                 }
                 tracing::warn!("the fleet subscription was lost; reconnecting");

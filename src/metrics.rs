@@ -118,6 +118,7 @@ pub struct L2Metrics {
     waits: IntCounterVec,
     messages: IntCounterVec,
     unsent: IntGauge,
+    subscribed: IntGauge,
 }
 
 /// A Redis command, as the `op` label spells it.
@@ -327,6 +328,13 @@ impl L2Metrics {
                  everything counts as one)",
             )?,
         )?;
+        let subscribed = register(
+            registry,
+            IntGauge::new(
+                name("l2_subscribed"),
+                "1 while the fleet subscription is up: only then are shared values taken",
+            )?,
+        )?;
         Ok(L2Metrics {
             enabled,
             operations,
@@ -335,6 +343,7 @@ impl L2Metrics {
             waits,
             messages,
             unsent,
+            subscribed,
         })
     }
 
@@ -351,6 +360,10 @@ impl L2Metrics {
                 .with_label_values(&[op.as_str()])
                 .observe(elapsed.as_secs_f64());
         }
+    }
+
+    pub fn set_subscribed(&self, up: bool) {
+        self.subscribed.set(i64::from(up));
     }
 
     pub fn set_unsent(&self, count: usize) {

@@ -26,7 +26,7 @@ use crate::body::ProxyBody;
 use crate::cache::{removal_cause_label, EntryKind, Generation, ImageCache, Lookup, NewEntry};
 use crate::coalesce::{Coalescer, Joined, Overloaded, Wait};
 use crate::config::{AuthMode, Config};
-use crate::fleet::{Accept, Claim, Fleet, SharedAnswer, Ticket};
+use crate::fleet::{Accept, Claim, Fill, Fleet, SharedAnswer, Ticket};
 use crate::metrics::{InvalidationReason, Metrics, Rejection};
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::{classify, Route, IMAGES_PREFIX};
@@ -126,10 +126,14 @@ enum FleetEffect {
     Invalidate,
     /// The API refused this credential (401, 403): forget that it may read the image.
     Revoke,
-    /// A 404 for this credential: forget that it may read the image, and if it could, the
-    /// image is gone for everyone.
+    /// A 404 that dropped no copy here: the image is gone for everyone if the fleet holds
+    /// it (and, per-credential, this credential could read it); forget the credential's
+    /// grant.
     NotFound,
-    /// Nothing to tell.
+    /// Nothing to tell, and nothing anyone else could be given (too big, or changed while
+    /// it was fetched): the instances waiting on this fetch fetch on their own.
+    NotShareable,
+    /// Nothing to tell: a failure, or an answer for this caller only.
     Nothing,
 }
 
@@ -284,7 +288,9 @@ impl Proxy {
                         .cache
                         .claim_refresh(id, &entry, who, started, self.refresh_ahead)
                 {
-                    self.refresh_in_background(id, request_headers, who, entry.age(started));
+                    let age = entry.age(started);
+                    let checked_age = entry.checked_age(who, started).unwrap_or(age);
+                    self.refresh_in_background(id, request_headers, who, age, checked_age);
                 }
                 return hit(&entry, head, started);
             }
@@ -425,6 +431,7 @@ impl Proxy {
         headers: &HeaderMap,
         who: Option<Fingerprint>,
         age: Duration,
+        checked_age: Duration,
     ) {
         let id: Arc<str> = Arc::from(id);
         let key = self.flight_key(&id, who);
@@ -439,11 +446,13 @@ impl Proxy {
             // Nobody streams an oversized refresh: dropping the receiver drops the body.
             let (hand_over, _) = oneshot::channel();
             let started = Instant::now();
-            // Another instance may have refreshed it already: take theirs if it is newer. In
-            // per-credential mode the refresh is for the caller's check by the API, which a
-            // newer value fetched for someone else does not renew: ask the API.
-            let fleet_read =
-                (proxy.auth_mode == AuthMode::Shared).then_some(Accept::YoungerThan(age));
+            // Another instance may have refreshed it already: take theirs if it is newer (in
+            // per-credential mode, with a newer check of this caller: a newer value fetched
+            // for someone else does not renew the caller's).
+            let fleet_read = Some(Accept::Newer {
+                value: age,
+                check: checked_age,
+            });
             let result = proxy
                 .fetch(&id, &headers, who, fleet_read, deadline, hand_over)
                 .await;
@@ -523,19 +532,27 @@ impl Proxy {
         let fleet = fleet.clone();
         let id = id.to_string();
         tokio::spawn(async move {
-            match (effect, reader) {
+            let fill = match (effect, reader) {
                 (FleetEffect::Share(answer, produced), Some(reader)) => {
                     let reader = reader.as_deref();
                     return fleet.publish(&id, reader, &answer, produced, ticket).await;
                 }
-                (FleetEffect::Invalidate, _) => fleet.invalidate(&id).await,
-                (FleetEffect::Revoke, Some(Some(record))) => fleet.revoke(&id, &record).await,
-                (FleetEffect::NotFound, Some(Some(record))) => {
-                    fleet.not_found_for(&id, &record).await
+                (FleetEffect::Invalidate, _) => {
+                    fleet.invalidate(&id).await;
+                    Fill::NotShareable
                 }
-                _ => {}
-            }
-            fleet.release(ticket, &id).await;
+                (FleetEffect::NotFound, Some(reader)) => {
+                    fleet.not_found(&id, reader.as_deref()).await;
+                    Fill::NotShareable
+                }
+                (FleetEffect::Revoke, Some(Some(record))) => {
+                    fleet.revoke(&id, &record).await;
+                    Fill::Failed
+                }
+                (FleetEffect::NotShareable, _) => Fill::NotShareable,
+                _ => Fill::Failed,
+            };
+            fleet.release(ticket, &id, fill).await;
         });
         result
     }
@@ -610,7 +627,7 @@ impl Proxy {
                     rest,
                     deadline,
                 });
-                return (FlightResult::TooLarge, FleetEffect::Nothing);
+                return (FlightResult::TooLarge, FleetEffect::NotShareable);
             }
             Ok(LimitedBody::Complete(body)) => body,
         };
@@ -673,12 +690,9 @@ impl Proxy {
             },
             StatusCode::NOT_FOUND => {
                 // A 404 may only mean "not for you": it drops the fleet's copy only when it
-                // dropped a copy this caller could read.
-                // In shared mode every caller may read every image, so a 404 is the image's.
-                not_found_effect = match self.auth_mode {
-                    AuthMode::Shared => FleetEffect::Invalidate,
-                    AuthMode::PerCredential => FleetEffect::NotFound,
-                };
+                // dropped a copy this caller could read (here, or by its grant in Redis; in
+                // shared mode every caller may read every image).
+                not_found_effect = FleetEffect::NotFound;
                 if self
                     .invalidate_for(id, who, InvalidationReason::NotFound)
                     .await
@@ -725,7 +739,7 @@ impl Proxy {
                     .unwrap_or(SystemTime::UNIX_EPOCH);
                 FleetEffect::Share(answer, produced)
             }
-            Some(_) => FleetEffect::Nothing,
+            Some(_) => FleetEffect::NotShareable,
             // A stored 404: what it did to the fleet was decided above.
             None => not_found_effect,
         };

@@ -36,7 +36,8 @@ fn fleet_config(base: Config, urls: Vec<String>, grant_key: Option<&str>) -> Con
     }
 }
 
-/// A `redis-server`, the test simulator and `n` proxies on `config` sharing that Redis.
+/// A `redis-server`, the test simulator and `n` proxies on `config` sharing that Redis,
+/// listening to each other.
 async fn start_fleet(
     n: usize,
     config: Config,
@@ -45,6 +46,7 @@ async fn start_fleet(
     let redis = RedisServer::start().await;
     let sim = simulator();
     let instances = fleet(n, &sim, fleet_config(config, vec![redis.url()], grant_key)).await;
+    until_listening(&instances).await;
     (redis, sim, instances)
 }
 
@@ -118,23 +120,12 @@ async fn fleet(
     instances
 }
 
-/// Each instance subscribes in the background: waits (bounded) until Redis counts `n`
-/// subscribers, so that no message of the test is sent before everyone listens.
-async fn until_subscribed(redis: &RedisServer, channel: &str, n: i64) {
-    let mut connection = redis.connection().await;
-    for _ in 0..500 {
-        let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(channel)
-            .query_async(&mut connection)
-            .await
-            .unwrap_or_default();
-        if counts.first().is_some_and(|(_, c)| *c >= n) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+/// Waits (bounded) until every instance's subscription is up: before that an instance takes
+/// no shared value, and would not hear a message of the test.
+async fn until_listening(instances: &[Arc<Harness>]) {
+    for h in instances {
+        until_metric(h, &format!("{P}_l2_subscribed"), 1.0).await;
     }
-    panic!("the instances never subscribed to {channel}");
 }
 
 async fn stop_all(instances: Vec<Arc<Harness>>) {
@@ -174,8 +165,7 @@ async fn until_metric(h: &Harness, series: &str, at_least: f64) {
 
 #[tokio::test]
 async fn a_burst_spread_over_three_instances_is_one_upstream_request() {
-    let (redis, sim, instances) = start_fleet(3, shared_config(), None).await;
-    until_subscribed(&redis, "bic-test:filled", 3).await;
+    let (_redis, sim, instances) = start_fleet(3, shared_config(), None).await;
     let mut tasks = Vec::new();
     for round in 0..300 {
         tasks.push(spawn_get(&instances[round % 3], IMG, Some(ALICE)));
@@ -226,8 +216,7 @@ async fn answers_from_another_instance_keep_their_age_and_ttl() {
 
 #[tokio::test]
 async fn an_invalidation_on_one_instance_is_seen_by_the_others() {
-    let (redis, sim, instances) = start_fleet(3, shared_config(), None).await;
-    until_subscribed(&redis, "bic-test:invalidate", 3).await;
+    let (_redis, sim, instances) = start_fleet(3, shared_config(), None).await;
     for h in &instances {
         assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
         assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
@@ -334,7 +323,6 @@ async fn without_a_grant_key_credentials_are_checked_on_each_instance() {
 #[tokio::test]
 async fn redis_killed_mid_burst_every_request_is_still_answered() {
     let (mut redis, sim, instances) = start_fleet(3, shared_config(), None).await;
-    until_subscribed(&redis, "bic-test:filled", 3).await;
     let ids = [IMG, IMG2];
     let mut tasks = Vec::new();
     for round in 0..600 {
@@ -556,7 +544,7 @@ async fn a_redis_cluster_works_as_the_fleet_tier() {
     let instances = fleet(3, &sim, config).await;
     // Every instance subscribes on the first seed node (the next on failure); PUBLISH to any
     // node of a cluster reaches it.
-    until_subscribed(&cluster.nodes[0], "bic-test:filled", 3).await;
+    until_listening(&instances).await;
     let mut tasks = Vec::new();
     for round in 0..300 {
         let id = [IMG, IMG2][round % 2];
@@ -656,7 +644,6 @@ async fn a_credential_the_api_refused_is_not_served_from_the_fleet() {
 #[tokio::test]
 async fn a_fetch_that_raced_a_mutation_is_not_shared() {
     let (redis, sim, instances) = start_fleet(3, shared_config(), None).await;
-    until_subscribed(&redis, "bic-test:invalidate", 3).await;
     // The first fetch gets the old image, dripped slowly: the mutation lands meanwhile.
     sim.set_fault(
         baremetal_image_cache::sim::FaultScope::Image(IMG.to_string()),
@@ -688,8 +675,7 @@ async fn with_a_negative_ttl_a_404_still_invalidates_the_fleet() {
         negative_ttl: Duration::from_secs(30),
         ..shared_config()
     };
-    let (redis, _sim, instances) = start_fleet(2, config, None).await;
-    until_subscribed(&redis, "bic-test:invalidate", 2).await;
+    let (_redis, _sim, instances) = start_fleet(2, config, None).await;
     for h in &instances {
         assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
     }
@@ -717,7 +703,7 @@ async fn rediss_with_a_private_ca_works_as_the_fleet_tier() {
         tier.ca_file = redis.ca_file.clone();
     }
     let instances = fleet(2, &sim, config).await;
-    until_subscribed(&redis, "bic-test:filled", 2).await;
+    until_listening(&instances).await;
     let mut tasks = Vec::new();
     for round in 0..100 {
         tasks.push(spawn_get(&instances[round % 2], IMG, Some(ALICE)));
@@ -762,8 +748,7 @@ async fn rediss_with_a_private_ca_works_as_the_fleet_tier() {
 
 #[tokio::test]
 async fn in_shared_mode_a_404_anywhere_invalidates_the_fleet() {
-    let (redis, sim, instances) = start_fleet(2, shared_config(), None).await;
-    until_subscribed(&redis, "bic-test:invalidate", 2).await;
+    let (_redis, sim, instances) = start_fleet(2, shared_config(), None).await;
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     // The second instance, which holds no copy, hears the 404.
@@ -783,8 +768,7 @@ async fn in_shared_mode_a_404_anywhere_invalidates_the_fleet() {
 
 #[tokio::test]
 async fn a_quiet_fleet_keeps_its_subscription_and_its_local_caches() {
-    let (redis, sim, instances) = start_fleet(2, shared_config(), None).await;
-    until_subscribed(&redis, "bic-test:filled", 2).await;
+    let (_redis, sim, instances) = start_fleet(2, shared_config(), None).await;
     for h in &instances {
         assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
     }
@@ -842,7 +826,6 @@ async fn until_metric_is(h: &Harness, series: &str, value: f64) {
 #[tokio::test]
 async fn an_invalidation_redis_missed_is_sent_when_it_is_back() {
     let (redis, sim, instances) = start_fleet(2, shared_config(), None).await;
-    until_subscribed(&redis, "bic-test:invalidate", 2).await;
     let (a, b) = (&instances[0], &instances[1]);
     assert_eq!(a.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(a, &l2_series("set", "ok"), 1.0).await;
@@ -882,7 +865,6 @@ async fn an_invalidation_redis_missed_is_sent_when_it_is_back() {
 #[tokio::test]
 async fn a_404_to_a_credential_that_could_read_the_shared_copy_drops_it_everywhere() {
     let (redis, sim, instances) = start_fleet(3, test_config(), Some(GRANT_KEY)).await;
-    until_subscribed(&redis, "bic-test:invalidate", 3).await;
     let (a, b, c) = (&instances[0], &instances[1], &instances[2]);
     assert_eq!(a.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(a, &l2_series("set", "ok"), 1.0).await;
@@ -930,7 +912,8 @@ async fn instances_in_different_modes_on_one_prefix_invalidate_each_other() {
         fleet_config(test_config(), vec![redis.url()], Some(GRANT_KEY)),
     )
     .await;
-    until_subscribed(&redis, "bic-test:invalidate", 3).await;
+    until_listening(&shared).await;
+    until_listening(&per_credential).await;
     let (first, second) = (&per_credential[0], &per_credential[1]);
     assert_eq!(first.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(first, &l2_series("set", "ok"), 1.0).await;
@@ -956,8 +939,7 @@ async fn instances_in_different_modes_on_one_prefix_invalidate_each_other() {
 
 #[tokio::test]
 async fn when_the_answer_is_not_shared_the_fleet_does_not_queue_for_it() {
-    let (redis, sim, instances) = start_fleet(4, shared_config(), None).await;
-    until_subscribed(&redis, "bic-test:filled", 4).await;
+    let (_redis, sim, instances) = start_fleet(4, shared_config(), None).await;
     sim.set_status(IMG, "CREATING");
     // Long enough that all four ask while the first fetch is under way.
     sim.set_fault(
@@ -1006,7 +988,7 @@ async fn a_fetch_slower_than_the_lease_keeps_it_and_stays_one_request() {
         tier.lease = Duration::from_secs(1);
     }
     let instances = fleet(3, &sim, config).await;
-    until_subscribed(&redis, "bic-test:filled", 3).await;
+    until_listening(&instances).await;
     // Two and a half lease lengths (and within the waiters' half of the upstream timeout):
     // without renewal, other instances would take the lease over and fetch again.
     sim.set_fault(
@@ -1033,7 +1015,6 @@ async fn a_per_credential_refresh_asks_the_api_even_when_the_fleet_has_a_newer_v
         ..test_config()
     };
     let (redis, sim, instances) = start_fleet(2, config, Some(GRANT_KEY)).await;
-    until_subscribed(&redis, "bic-test:filled", 2).await;
     let started = std::time::Instant::now();
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(&instances[0], &l2_series("set", "ok"), 1.0).await;
@@ -1071,7 +1052,7 @@ async fn a_redis_that_checks_client_certificates_takes_ours() {
         config
     };
     let instances = fleet(2, &sim, with_certificate(true)).await;
-    until_subscribed(&redis, "bic-test:filled", 2).await;
+    until_listening(&instances).await;
     let mut tasks = Vec::new();
     for round in 0..100 {
         tasks.push(spawn_get(&instances[round % 2], IMG, Some(ALICE)));
@@ -1093,4 +1074,183 @@ async fn a_redis_that_checks_client_certificates_takes_ours() {
     );
     stop_all(refused).await;
     stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_hot_credential_is_refreshed_once_per_fleet() {
+    let config = Config {
+        ttl: Duration::from_secs(6),
+        refresh_ahead: 50,
+        ..test_config()
+    };
+    let (_redis, sim, instances) = start_fleet(3, config, Some(GRANT_KEY)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(&instances[0], &l2_series("set", "ok"), 1.0).await;
+    for h in &instances[1..] {
+        assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    }
+    // In the last half of Alice's check, the first instance's hit refreshes it at the API...
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed())).await;
+    assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    until_metric(&instances[0], &l2_series("set", "ok"), 2.0).await;
+    assert_eq!(sim.image_get_count(IMG), 2);
+    // ...and the others' refreshes take that newer check from Redis.
+    for h in &instances[1..] {
+        assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+        until_metric(h, &l2_series("get", "ok"), 2.0).await;
+    }
+    // Past the first check's TTL every instance still hits, and the API was asked twice.
+    tokio::time::sleep(Duration::from_millis(6500).saturating_sub(started.elapsed())).await;
+    for h in &instances {
+        assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    }
+    assert_eq!(sim.image_get_count(IMG), 2);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_refused_token_leading_a_burst_hands_the_lease_to_one_waiter() {
+    let (_redis, sim, instances) = start_fleet(4, shared_config(), None).await;
+    sim.set_fault(
+        FaultScope::All,
+        Fault::Delay(Duration::from_millis(500)),
+        None,
+    );
+    let forged = spawn_get(&instances[0], IMG, Some(FORGED));
+    instances[0].until_upstream_saw(1).await;
+    let tasks: Vec<_> = instances[1..]
+        .iter()
+        .map(|h| spawn_get(h, IMG, Some(ALICE)))
+        .collect();
+    assert!(forged.await.unwrap().status.is_client_error());
+    for task in tasks {
+        assert_eq!(task.await.unwrap().status, StatusCode::OK);
+    }
+    // The refusal was the forged token's alone: one waiter took the lease, the rest its
+    // answer (not every instance at once).
+    assert_eq!(sim.image_get_count(IMG), 2);
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_404_for_an_id_never_shared_leaves_nothing_in_redis_nor_to_retry() {
+    let (redis, _sim, instances) = start_fleet(1, shared_config(), None).await;
+    let h = &instances[0];
+    assert_eq!(
+        h.get(MISSING, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    until_metric(h, &l2_series("delete", "ok"), 1.0).await;
+    let mut connection = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("bic-test:*")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    // Only the waiters' one-second pass (a 404 is no one's to share).
+    for key in keys.iter().filter(|k| k.contains(MISSING)) {
+        assert!(key.contains(":pass:"), "written for it: {key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        assert!(
+            (0..=1000).contains(&ttl) || ttl == -2,
+            "{key} lives {ttl} ms"
+        );
+    }
+    // Nor, when Redis takes no writes, is it kept to send later: it may not exist at all.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("WRITE")
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.get_fresh(MISSING, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let failed = || async {
+        let scrape = Scrape::take(h).await;
+        scrape.get(&l2_series("delete", "timeout")) + scrape.get(&l2_series("delete", "error"))
+    };
+    for _ in 0..1000 {
+        if failed().await >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(failed().await, 1.0, "the 404's script was not taken");
+    assert_eq!(
+        Scrape::take(h)
+            .await
+            .get(&format!("{P}_l2_unsent_invalidations")),
+        0.0
+    );
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn an_instance_that_cannot_listen_neither_takes_shared_values_nor_waits_for_them() {
+    let redis = RedisServer::start().await;
+    let mut connection = redis.connection().await;
+    // A Redis user that may do everything but subscribe.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "deaf",
+            "on",
+            ">pw",
+            "~*",
+            "&*",
+            "+@all",
+            "-subscribe",
+            "-psubscribe",
+            "-ssubscribe",
+        ])
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    let sim = simulator();
+    let listening = fleet(
+        1,
+        &sim,
+        fleet_config(shared_config(), vec![redis.url()], None),
+    )
+    .await;
+    let deaf_url = redis.url().replace("redis://", "redis://deaf:pw@");
+    let deaf = fleet(1, &sim, fleet_config(shared_config(), vec![deaf_url], None)).await;
+    until_listening(&listening).await;
+    sim.set_fault(
+        FaultScope::Image(IMG.to_string()),
+        Fault::Delay(Duration::from_millis(1000)),
+        None,
+    );
+    let on_listening = spawn_get(&listening[0], IMG, Some(ALICE));
+    listening[0].until_upstream_saw(1).await;
+    // It could not hear that a shared value was invalidated: it fetches on its own at once.
+    let on_deaf = deaf[0].get(IMG, Some(ALICE)).await;
+    assert_eq!(on_deaf.status, StatusCode::OK);
+    assert_eq!(on_listening.await.unwrap().status, StatusCode::OK);
+    assert_eq!(sim.image_get_count(IMG), 2);
+    let scrape = Scrape::take(&deaf[0]).await;
+    assert_eq!(scrape.get(&format!("{P}_l2_subscribed")), 0.0);
+    for outcome in ["filled", "taken_over", "gave_up", "not_shared"] {
+        let waits = format!("{P}_l2_fleet_waits_total{{outcome=\"{outcome}\"}}");
+        assert_eq!(scrape.get(&waits), 0.0, "{outcome}");
+    }
+    // Nor does it take a value that is in Redis already.
+    assert_eq!(listening[0].get(IMG2, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(&listening[0], &l2_series("set", "ok"), 2.0).await;
+    assert_eq!(deaf[0].get(IMG2, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(sim.image_get_count(IMG2), 2);
+    assert_eq!(
+        Scrape::take(&deaf[0]).await.get(&l2_series("get", "ok")),
+        0.0
+    );
+    stop_all(deaf).await;
+    stop_all(listening).await;
 }
