@@ -980,20 +980,21 @@ async fn a_fetch_slower_than_the_lease_keeps_it_and_stays_one_request() {
     let redis = RedisServer::start().await;
     let sim = simulator();
     let base = Config {
-        upstream_timeout: Duration::from_secs(10),
+        upstream_timeout: Duration::from_secs(15),
         ..shared_config()
     };
     let mut config = fleet_config(base, vec![redis.url()], None);
     if let Some(tier) = config.redis.as_mut() {
-        tier.lease = Duration::from_secs(1);
+        tier.lease = Duration::from_secs(2);
     }
     let instances = fleet(3, &sim, config).await;
     until_listening(&instances).await;
     // Two and a half lease lengths (and within the waiters' half of the upstream timeout):
-    // without renewal, other instances would take the lease over and fetch again.
+    // without renewal, other instances would take the lease over and fetch again. (Renewed
+    // every 500 ms, it is lost only if four renewals in a row fail.)
     sim.set_fault(
         FaultScope::Image(IMG.to_string()),
-        Fault::Delay(Duration::from_millis(2500)),
+        Fault::Delay(Duration::from_millis(5000)),
         None,
     );
     let mut tasks = Vec::new();
