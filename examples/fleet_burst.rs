@@ -76,6 +76,13 @@ async fn scenario(
     for _ in 0..INSTANCES {
         proxies.push(ProxyProcess::start_ready(binary, upstream, &args).await?);
     }
+    if redis_url.is_some() {
+        for proxy in &proxies {
+            if !proxy.wait_listening().await {
+                return Err("an instance never subscribed to the fleet".to_string());
+            }
+        }
+    }
     let mut urls = Vec::new();
     for id in &ids {
         for n in 0..PER_IMAGE {

@@ -135,6 +135,32 @@ impl ProxyProcess {
     }
 }
 
+impl ProxyProcess {
+    /// Waits (5 s at most) until the fleet subscription is up (`l2_subscribed` is 1): only
+    /// then does the instance take shared values.
+    pub async fn wait_listening(&self) -> bool {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        for _ in 0..200 {
+            let url = format!("http://{}/metrics", self.admin);
+            if let Ok(request) = Request::get(url).body(Full::default()) {
+                if let Ok(response) = client.request(request).await {
+                    if let Ok(body) = response.into_body().collect().await {
+                        let text = String::from_utf8_lossy(&body.to_bytes()).into_owned();
+                        if text
+                            .lines()
+                            .any(|l| l == "baremetal_image_cache_l2_subscribed 1")
+                        {
+                            return true;
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        false
+    }
+}
+
 impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
