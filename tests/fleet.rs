@@ -1008,14 +1008,18 @@ async fn a_fetch_slower_than_the_lease_keeps_it_and_stays_one_request() {
     stop_all(instances).await;
 }
 
-#[tokio::test]
-async fn a_per_credential_refresh_asks_the_api_even_when_the_fleet_has_a_newer_value() {
-    let config = Config {
+/// Per-credential, with a 6 s TTL whose second half is refreshed ahead.
+fn refreshing_config() -> Config {
+    Config {
         ttl: Duration::from_secs(6),
         refresh_ahead: 50,
         ..test_config()
-    };
-    let (redis, sim, instances) = start_fleet(2, config, Some(GRANT_KEY)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_per_credential_refresh_asks_the_api_even_when_the_fleet_has_a_newer_value() {
+    let (redis, sim, instances) = start_fleet(2, refreshing_config(), Some(GRANT_KEY)).await;
     let started = std::time::Instant::now();
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(&instances[0], &l2_series("set", "ok"), 1.0).await;
@@ -1079,12 +1083,7 @@ async fn a_redis_that_checks_client_certificates_takes_ours() {
 
 #[tokio::test]
 async fn a_hot_credential_is_refreshed_once_per_fleet() {
-    let config = Config {
-        ttl: Duration::from_secs(6),
-        refresh_ahead: 50,
-        ..test_config()
-    };
-    let (_redis, sim, instances) = start_fleet(3, config, Some(GRANT_KEY)).await;
+    let (_redis, sim, instances) = start_fleet(3, refreshing_config(), Some(GRANT_KEY)).await;
     let started = std::time::Instant::now();
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(&instances[0], &l2_series("set", "ok"), 1.0).await;

@@ -284,6 +284,21 @@ async fn start_binary(upstream: &str, extra_env: &[(&str, &str)]) -> (Child, Str
     panic!("the proxy never became ready");
 }
 
+/// Stops the binary (SIGTERM) and reads everything it logged.
+async fn stop_and_read_logs(child: &mut Child) -> Vec<String> {
+    let pid = child.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
+    tokio::task::spawn_blocking(move || {
+        BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let sim = simulator();
@@ -388,18 +403,7 @@ async fn credentials_never_reach_the_logs() {
             .unwrap();
         common::send(&client, request).await;
     }
-    // Stop it and read everything it logged.
-    let pid = child.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let stderr = child.0.stderr.take().unwrap();
-    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect()
-    })
-    .await
-    .unwrap();
+    let lines = stop_and_read_logs(&mut child).await;
     assert!(
         lines.iter().any(|l| l.contains("upstream fetch")),
         "fetches are logged: {lines:?}"
@@ -427,17 +431,7 @@ async fn text_logs_into_a_pipe_carry_no_colour_codes() {
         .body(Default::default())
         .unwrap();
     assert_eq!(common::send(&client, request).await.status, StatusCode::OK);
-    let pid = child.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let stderr = child.0.stderr.take().unwrap();
-    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
-        BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-            .collect()
-    })
-    .await
-    .unwrap();
+    let lines = stop_and_read_logs(&mut child).await;
     assert!(
         lines
             .iter()

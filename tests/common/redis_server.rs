@@ -95,11 +95,6 @@ impl RedisServer {
                 .success();
             assert!(ok, "openssl {args:?}");
         };
-        std::fs::write(
-            dir.join("san.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .expect("write san.cnf");
         openssl(&[
             "req",
             "-x509",
@@ -115,56 +110,28 @@ impl RedisServer {
             "-out",
             "ca.crt",
         ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "1",
-            "-extfile",
-            "san.cnf",
-            "-out",
-            "server.crt",
-        ]);
-        if check_clients {
-            // Extensions make it an X.509 v3 certificate, the only kind rustls takes.
-            std::fs::write(dir.join("client.cnf"), "extendedKeyUsage=clientAuth\n")
-                .expect("write client.cnf");
+        // `name.crt` and `name.key` for `cn`, signed by the CA, with the X.509 v3 extensions
+        // `extensions` (rustls takes v3 certificates only).
+        let signed = |name: &str, cn: &str, extensions: &str| {
+            let file = |ext: &str| format!("{name}.{ext}");
+            std::fs::write(dir.join(file("cnf")), extensions).expect("write extensions");
             openssl(&[
                 "req",
                 "-newkey",
                 "rsa:2048",
                 "-nodes",
                 "-subj",
-                "/CN=baremetal-image-cache",
+                &format!("/CN={cn}"),
                 "-keyout",
-                "client.key",
+                &file("key"),
                 "-out",
-                "client.csr",
+                &file("csr"),
             ]);
             openssl(&[
                 "x509",
                 "-req",
                 "-in",
-                "client.csr",
+                &file("csr"),
                 "-CA",
                 "ca.crt",
                 "-CAkey",
@@ -173,10 +140,22 @@ impl RedisServer {
                 "-days",
                 "1",
                 "-extfile",
-                "client.cnf",
+                &file("cnf"),
                 "-out",
-                "client.crt",
+                &file("crt"),
             ]);
+        };
+        signed(
+            "server",
+            "localhost",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        );
+        if check_clients {
+            signed(
+                "client",
+                "baremetal-image-cache",
+                "extendedKeyUsage=clientAuth\n",
+            );
         }
         let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
         let extra = vec![
