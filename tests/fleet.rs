@@ -163,19 +163,40 @@ async fn until_metric(h: &Harness, series: &str, at_least: f64) {
     panic!("{series} never reached {at_least}; the tier's non-zero series: {l2:?}");
 }
 
-#[tokio::test]
-async fn a_burst_spread_over_three_instances_is_one_upstream_request() {
-    let (_redis, sim, instances) = start_fleet(3, shared_config(), None).await;
-    let mut tasks = Vec::new();
-    for round in 0..300 {
-        tasks.push(spawn_get(&instances[round % 3], IMG, Some(ALICE)));
-    }
-    let expected = expected_body(&sim, IMG);
+/// `n` of Alice's GETs of `id` at once, spread over `instances`; asserts each answers the
+/// image.
+async fn burst_over(instances: &[Arc<Harness>], sim: &Simulator, id: &str, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|round| spawn_get(&instances[round % instances.len()], id, Some(ALICE)))
+        .collect();
+    let expected = expected_body(sim, id);
     for task in tasks {
         let reply = task.await.unwrap();
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.json(), expected);
     }
+}
+
+/// Waits (bounded) until `h` has failed to read Redis at least once (an error, or a timeout
+/// when the failure is slow, as on a loaded machine), and asserts no read succeeded.
+async fn until_reads_fail(h: &Harness) {
+    let failed = |scrape: &Scrape| {
+        assert_eq!(scrape.get(&l2_series("get", "ok")), 0.0, "a read succeeded");
+        scrape.get(&l2_series("get", "error")) + scrape.get(&l2_series("get", "timeout"))
+    };
+    for _ in 0..1000 {
+        if failed(&Scrape::take(h).await) >= 1.0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no read of Redis failed");
+}
+
+#[tokio::test]
+async fn a_burst_spread_over_three_instances_is_one_upstream_request() {
+    let (_redis, sim, instances) = start_fleet(3, shared_config(), None).await;
+    burst_over(&instances, &sim, IMG, 300).await;
     assert_eq!(
         sim.image_get_count(IMG),
         1,
@@ -704,13 +725,7 @@ async fn rediss_with_a_private_ca_works_as_the_fleet_tier() {
     }
     let instances = fleet(2, &sim, config).await;
     until_listening(&instances).await;
-    let mut tasks = Vec::new();
-    for round in 0..100 {
-        tasks.push(spawn_get(&instances[round % 2], IMG, Some(ALICE)));
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap().status, StatusCode::OK);
-    }
+    burst_over(&instances, &sim, IMG, 100).await;
     assert_eq!(sim.image_get_count(IMG), 1);
     // Without the CA the server is not trusted: no fleet tier, but every answer still comes.
     let untrusted = fleet(
@@ -723,25 +738,7 @@ async fn rediss_with_a_private_ca_works_as_the_fleet_tier() {
         untrusted[0].get(IMG2, Some(ALICE)).await.status,
         StatusCode::OK
     );
-    // The failed handshake is an error, or a timeout when it is slow (a loaded machine).
-    for _ in 0..1000 {
-        let scrape = Scrape::take(&untrusted[0]).await;
-        assert_eq!(
-            scrape.get(&l2_series("get", "ok")),
-            0.0,
-            "no read succeeded"
-        );
-        if scrape.get(&l2_series("get", "error")) + scrape.get(&l2_series("get", "timeout")) >= 1.0
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let scrape = Scrape::take(&untrusted[0]).await;
-    assert!(
-        scrape.get(&l2_series("get", "error")) + scrape.get(&l2_series("get", "timeout")) >= 1.0,
-        "the untrusted server's read failed"
-    );
+    until_reads_fail(&untrusted[0]).await;
     stop_all(untrusted).await;
     stop_all(instances).await;
 }
@@ -997,13 +994,7 @@ async fn a_fetch_slower_than_the_lease_keeps_it_and_stays_one_request() {
         Fault::Delay(Duration::from_millis(5000)),
         None,
     );
-    let mut tasks = Vec::new();
-    for round in 0..30 {
-        tasks.push(spawn_get(&instances[round % 3], IMG, Some(ALICE)));
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap().status, StatusCode::OK);
-    }
+    burst_over(&instances, &sim, IMG, 30).await;
     assert_eq!(sim.image_get_count(IMG), 1);
     stop_all(instances).await;
 }
@@ -1058,13 +1049,7 @@ async fn a_redis_that_checks_client_certificates_takes_ours() {
     };
     let instances = fleet(2, &sim, with_certificate(true)).await;
     until_listening(&instances).await;
-    let mut tasks = Vec::new();
-    for round in 0..100 {
-        tasks.push(spawn_get(&instances[round % 2], IMG, Some(ALICE)));
-    }
-    for task in tasks {
-        assert_eq!(task.await.unwrap().status, StatusCode::OK);
-    }
+    burst_over(&instances, &sim, IMG, 100).await;
     assert_eq!(sim.image_get_count(IMG), 1);
     // Without one the server refuses us: no fleet tier, but every answer still comes.
     let refused = fleet(1, &sim, with_certificate(false)).await;
@@ -1072,11 +1057,7 @@ async fn a_redis_that_checks_client_certificates_takes_ours() {
         refused[0].get(IMG2, Some(ALICE)).await.status,
         StatusCode::OK
     );
-    let scrape = Scrape::take(&refused[0]).await;
-    assert_eq!(scrape.get(&l2_series("get", "ok")), 0.0);
-    assert!(
-        scrape.get(&l2_series("get", "error")) + scrape.get(&l2_series("get", "timeout")) >= 1.0
-    );
+    until_reads_fail(&refused[0]).await;
     stop_all(refused).await;
     stop_all(instances).await;
 }
