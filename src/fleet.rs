@@ -15,8 +15,9 @@
 //! - `P lease:{id}[:HMAC]`: one instance's right to fetch (`SET NX PX`, a random token so
 //!   that only its owner deletes it), renewed while the fetch runs. The others wait, woken
 //!   by a message on `filled` or by a bounded poll, and take the lease over when it expires.
-//! - `P pass:{id}[:HMAC]`: for a moment after a fetch whose answer was not shared (not
-//!   READY, an error): the waiters fetch on their own at once instead of queueing.
+//! - `P pass:{id}[:HMAC]`: for a second after a fetch that found nothing anyone could share
+//!   (the image is not READY, gone or too big): the waiters fetch on their own at once
+//!   instead of queueing. (After a failure the lease simply goes to the next waiter.)
 //!
 //! Invalidations are published on `invalidate`; every instance drops the ID (`*:ms`: all,
 //! with the time also recorded in `R purged-at` so older values are ignored). An
