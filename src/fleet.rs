@@ -53,6 +53,8 @@ pub const CIRCUIT_FAILURES: u32 = 3;
 pub const CIRCUIT_COOLDOWN: Duration = Duration::from_secs(5);
 /// A waiter re-reads Redis at least this often, in case the `filled` message was lost.
 const FALLBACK_POLL: Duration = Duration::from_millis(200);
+/// How long to wait before the first retry of a pub/sub (re)connection (doubled each time).
+const FIRST_RESUBSCRIBE_BACKOFF: Duration = Duration::from_millis(50);
 /// How long to wait for a pub/sub (re)connection before trying again, at most.
 const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(5);
 /// The subscription is pinged this often; a ping unanswered within a few command deadlines
@@ -1126,7 +1128,7 @@ impl Fleet {
     {
         let fleet = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(50);
+            let mut backoff = FIRST_RESUBSCRIBE_BACKOFF;
             let mut seed = 0usize;
             loop {
                 let Some(this) = fleet.upgrade() else { return };
@@ -1143,6 +1145,19 @@ impl Fleet {
                 })
                 .await;
                 let Ok(Ok(pubsub)) = subscribed else {
+                    // Once per streak of failures (a wrong URL, TLS or ACL would else be silent).
+                    if backoff == FIRST_RESUBSCRIBE_BACKOFF {
+                        match &subscribed {
+                            Ok(Err(e)) => tracing::warn!(
+                                error = %e,
+                                "cannot subscribe to the fleet; retrying (no shared values meanwhile)"
+                            ),
+                            _ => tracing::warn!(
+                                "cannot subscribe to the fleet: no answer in {within:?}; retrying \
+                                 (no shared values meanwhile)"
+                            ),
+                        }
+                    }
                     if let Some(this) = fleet.upgrade() {
                         this.missed_messages.store(true, Ordering::Release);
                     }
@@ -1153,7 +1168,7 @@ impl Fleet {
                     backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
                     continue;
                 };
-                backoff = Duration::from_millis(50);
+                backoff = FIRST_RESUBSCRIBE_BACKOFF;
                 {
                     let Some(this) = fleet.upgrade() else { return };
                     // Without the time of the last purge, older values could be served: try
