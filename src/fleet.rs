@@ -986,8 +986,9 @@ impl Fleet {
 
     /// The API answered 404 for `id`, and this instance dropped no copy of it: ends the
     /// shared value if there is one (and, per-credential, `reader`'s grant held), and tells
-    /// the fleet. Forgets `reader`'s grant either way. If Redis cannot be asked, nothing is
-    /// kept for later: such a 404 may be for an ID that never existed.
+    /// the fleet (in shared mode, always). Forgets `reader`'s grant either way. If Redis
+    /// cannot be asked, nothing is kept for later: such a 404 may be for an ID that never
+    /// existed.
     pub async fn not_found(&self, id: &str, reader: Option<&str>) {
         let mut script = redis::cmd("EVAL");
         script
@@ -1000,8 +1001,14 @@ impl Fleet {
         }
         script.arg(self.generation_life.as_millis() as u64);
         let invalidated: Result<i64, ()> = self.run_counted(L2Op::Delete, &script).await;
-        if invalidated == Ok(1) && !self.announce("invalidate", id).await {
-            self.keep_unsent(Some(id), unix_ms(SystemTime::now()));
+        // In shared mode the 404 is everyone's: other instances may hold copies that Redis
+        // does not (evicted, or filled while Redis was away), so they hear it either way.
+        // The message writes nothing, unlike the generation.
+        if invalidated == Ok(1) || (reader.is_none() && invalidated.is_ok()) {
+            let told = self.announce("invalidate", id).await;
+            if !told && invalidated == Ok(1) {
+                self.keep_unsent(Some(id), unix_ms(SystemTime::now()));
+            }
         }
     }
 

@@ -545,9 +545,11 @@ impl Proxy {
                     fleet.not_found(&id, reader.as_deref()).await;
                     Fill::NotShareable
                 }
+                // A per-credential lease is this token's alone: its waiters would be refused
+                // too, so they need not queue for it.
                 (FleetEffect::Revoke, Some(Some(record))) => {
                     fleet.revoke(&id, &record).await;
-                    Fill::Failed
+                    Fill::NotShareable
                 }
                 (FleetEffect::NotShareable, _) => Fill::NotShareable,
                 _ => Fill::Failed,

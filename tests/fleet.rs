@@ -1081,12 +1081,12 @@ async fn a_hot_credential_is_refreshed_once_per_fleet() {
         assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
         until_metric(h, &l2_series("get", "ok"), 2.0).await;
     }
-    // Past the first check's TTL every instance still hits, and the API was asked twice.
+    assert_eq!(sim.image_get_count(IMG), 2);
+    // Past the first check's TTL every instance still hits.
     tokio::time::sleep(Duration::from_millis(6500).saturating_sub(started.elapsed())).await;
     for h in &instances {
         assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     }
-    assert_eq!(sim.image_get_count(IMG), 2);
     stop_all(instances).await;
 }
 
@@ -1123,6 +1123,7 @@ async fn a_404_for_an_id_never_shared_leaves_nothing_in_redis_nor_to_retry() {
         StatusCode::NOT_FOUND
     );
     until_metric(h, &l2_series("delete", "ok"), 1.0).await;
+    until_no_leases(&redis).await;
     let mut connection = redis.connection().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("bic-test:*")
@@ -1234,4 +1235,67 @@ async fn an_instance_that_cannot_listen_neither_takes_shared_values_nor_waits_fo
     );
     stop_all(deaf).await;
     stop_all(listening).await;
+}
+
+#[tokio::test]
+async fn in_shared_mode_a_404_reaches_copies_that_redis_no_longer_holds() {
+    let (redis, _sim, instances) = start_fleet(3, shared_config(), None).await;
+    let (a, b, c) = (&instances[0], &instances[1], &instances[2]);
+    assert_eq!(a.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    until_metric(a, &l2_series("set", "ok"), 1.0).await;
+    until_no_leases(&redis).await;
+    assert_eq!(b.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    // Redis loses the value (evicted, say) while A and B hold copies.
+    let mut connection = redis.connection().await;
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("bic-test:shared:image:{{{IMG}}}"))
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    delete_behind_the_proxies(a, IMG).await;
+    // C, which holds no copy, sees the 404, and tells the others.
+    assert_eq!(
+        c.get_fresh(IMG, Some(ALICE)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    for h in [a, b] {
+        until_metric(h, &fleet_drops(), 1.0).await;
+        assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::NOT_FOUND);
+    }
+    stop_all(instances).await;
+}
+
+#[tokio::test]
+async fn a_token_refused_on_every_instance_does_not_queue_the_fleet() {
+    let (_redis, sim, instances) = start_fleet(4, test_config(), Some(GRANT_KEY)).await;
+    sim.set_fault(
+        FaultScope::All,
+        Fault::Delay(Duration::from_millis(1000)),
+        None,
+    );
+    let first = spawn_get(&instances[0], IMG, Some(FORGED));
+    instances[0].until_upstream_saw(1).await;
+    let rest: Vec<_> = instances[1..]
+        .iter()
+        .map(|h| spawn_get(h, IMG, Some(FORGED)))
+        .collect();
+    assert!(first.await.unwrap().status.is_client_error());
+    for task in rest {
+        assert!(task.await.unwrap().status.is_client_error());
+    }
+    // The lease was that token's, so its refusal was every waiter's: they asked at once
+    // rather than one after another.
+    let mut not_shared = 0.0;
+    for h in &instances {
+        let scrape = Scrape::take(h).await;
+        let waits = |outcome: &str| {
+            scrape.get(&format!(
+                "{P}_l2_fleet_waits_total{{outcome=\"{outcome}\"}}"
+            ))
+        };
+        assert_eq!(waits("taken_over"), 0.0);
+        not_shared += waits("not_shared");
+    }
+    assert_eq!(not_shared, 3.0);
+    stop_all(instances).await;
 }
