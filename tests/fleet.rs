@@ -177,6 +177,16 @@ async fn burst_over(instances: &[Arc<Harness>], sim: &Simulator, id: &str, n: us
     }
 }
 
+/// Waits for another instance's fill that ended as `outcome`, over all of `instances`.
+async fn fleet_waits(instances: &[Arc<Harness>], outcome: &str) -> f64 {
+    let series = format!("{P}_l2_fleet_waits_total{{outcome=\"{outcome}\"}}");
+    let mut total = 0.0;
+    for h in instances {
+        total += Scrape::take(h).await.get(&series);
+    }
+    total
+}
+
 /// Waits (bounded) until `h` has failed to read Redis at least once (an error, or a timeout
 /// when the failure is slow, as on a loaded machine), and asserts no read succeeded.
 async fn until_reads_fail(h: &Harness) {
@@ -956,19 +966,9 @@ async fn when_the_answer_is_not_shared_the_fleet_does_not_queue_for_it() {
     assert_eq!(sim.image_get_count(IMG), 4);
     // The three that waited fetched as soon as the first answer turned out unshareable,
     // not one after another behind the lease.
-    let mut not_shared = 0.0;
-    for h in &instances {
-        let scrape = Scrape::take(h).await;
-        let waits = |outcome: &str| {
-            scrape.get(&format!(
-                "{P}_l2_fleet_waits_total{{outcome=\"{outcome}\"}}"
-            ))
-        };
-        assert_eq!(waits("taken_over"), 0.0);
-        assert_eq!(waits("gave_up"), 0.0);
-        not_shared += waits("not_shared");
-    }
-    assert_eq!(not_shared, 3.0);
+    assert_eq!(fleet_waits(&instances, "taken_over").await, 0.0);
+    assert_eq!(fleet_waits(&instances, "gave_up").await, 0.0);
+    assert_eq!(fleet_waits(&instances, "not_shared").await, 3.0);
     stop_all(instances).await;
 }
 
@@ -1285,17 +1285,7 @@ async fn a_token_refused_on_every_instance_does_not_queue_the_fleet() {
     }
     // The lease was that token's, so its refusal was every waiter's: they asked at once
     // rather than one after another.
-    let mut not_shared = 0.0;
-    for h in &instances {
-        let scrape = Scrape::take(h).await;
-        let waits = |outcome: &str| {
-            scrape.get(&format!(
-                "{P}_l2_fleet_waits_total{{outcome=\"{outcome}\"}}"
-            ))
-        };
-        assert_eq!(waits("taken_over"), 0.0);
-        not_shared += waits("not_shared");
-    }
-    assert_eq!(not_shared, 3.0);
+    assert_eq!(fleet_waits(&instances, "taken_over").await, 0.0);
+    assert_eq!(fleet_waits(&instances, "not_shared").await, 3.0);
     stop_all(instances).await;
 }
