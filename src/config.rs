@@ -868,32 +868,34 @@ impl Config {
             {
                 return invalid("redis-grant-key", "must be at least 32 characters");
             }
-            if let Some(path) = &redis.ca_file {
-                let pem = std::fs::read(path).map_err(|e| {
-                    ConfigError::Invalid(format!(
-                        "redis-ca-file: cannot read {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
-                    return invalid("redis-ca-file", "holds no PEM certificate");
-                }
+            if redis.client_cert.is_some() && !redis.urls.iter().all(|u| u.starts_with("rediss://"))
+            {
+                return invalid("redis-cert-file", "is only for rediss:// URLs");
             }
-            if let Some((cert, key)) = &redis.client_cert {
-                if !redis.urls.iter().all(|u| u.starts_with("rediss://")) {
-                    return invalid("redis-cert-file", "is only for rediss:// URLs");
-                }
-                // What the files hold is never quoted: one of them is a secret.
-                for (name, path, marker) in [
-                    ("redis-cert-file", cert, &b"-----BEGIN CERTIFICATE-----"[..]),
-                    ("redis-key-file", key, &b"PRIVATE KEY-----"[..]),
-                ] {
-                    let pem = std::fs::read(path).map_err(|e| {
-                        ConfigError::Invalid(format!("{name}: cannot read {}: {e}", path.display()))
-                    })?;
-                    if !pem.windows(marker.len()).any(|w| w == marker) {
-                        return invalid(name, "holds no PEM certificate or key of that kind");
-                    }
+            const CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
+            let (cert, key) = redis.client_cert.as_ref().map(|(c, k)| (c, k)).unzip();
+            // What the files hold is never quoted: one of them is a secret.
+            for (name, path, marker, what) in [
+                (
+                    "redis-ca-file",
+                    redis.ca_file.as_ref(),
+                    CERTIFICATE,
+                    "certificate",
+                ),
+                ("redis-cert-file", cert, CERTIFICATE, "certificate"),
+                (
+                    "redis-key-file",
+                    key,
+                    &b"PRIVATE KEY-----"[..],
+                    "private key",
+                ),
+            ] {
+                let Some(path) = path else { continue };
+                let pem = std::fs::read(path).map_err(|e| {
+                    ConfigError::Invalid(format!("{name}: cannot read {}: {e}", path.display()))
+                })?;
+                if !pem.windows(marker.len()).any(|w| w == marker) {
+                    return invalid(name, &format!("holds no PEM {what}"));
                 }
             }
         }
