@@ -45,7 +45,6 @@ use crate::auth::GrantHasher;
 use crate::config::{redacted_url, AuthMode, RedisConfig};
 use crate::metrics::{FleetMessage, FleetWait, L2Metrics, L2Op, L2Result};
 use crate::proxy::is_ready_image;
-use crate::upstream::strip_hop_by_hop;
 
 /// Failures in a row that open the circuit.
 pub const CIRCUIT_FAILURES: u32 = 3;
@@ -641,7 +640,7 @@ impl Fleet {
         if !self.listening.load(Ordering::Acquire) {
             return miss(L2Result::Miss);
         }
-        let Some((produced_ms, mut answer)) = decode(&value) else {
+        let Some((produced_ms, answer)) = decode(&value) else {
             tracing::warn!("the shared value of an image does not decode; ignoring it");
             return miss(L2Result::Garbage);
         };
@@ -653,7 +652,6 @@ impl Fleet {
             tracing::warn!("the shared value of an image is not a READY image of that ID");
             return miss(L2Result::Garbage);
         }
-        strip_hop_by_hop(&mut answer.headers);
         // Nothing from before the last purge, nor from before an invalidation Redis missed.
         let purged_before = self
             .purged_before

@@ -1100,9 +1100,11 @@ fn wants_no_cache(headers: &HeaderMap) -> bool {
         .any(|d| d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("max-age=0"))
 }
 
-/// The headers of an upstream answer that may be replayed to another caller.
+/// The headers of an answer (from the upstream, or another instance through Redis) that may
+/// be replayed to another caller: none of one exchange's, nor of one hop's.
 fn replayable(headers: &HeaderMap) -> HeaderMap {
     let mut kept = headers.clone();
+    strip_hop_by_hop(&mut kept);
     for name in PER_EXCHANGE_HEADERS {
         kept.remove(*name);
     }

@@ -1289,3 +1289,36 @@ async fn a_token_refused_on_every_instance_does_not_queue_the_fleet() {
     assert_eq!(fleet_waits(&instances, "not_shared").await, 3.0);
     stop_all(instances).await;
 }
+
+#[tokio::test]
+async fn a_shared_value_never_replays_hop_by_hop_headers() {
+    let (redis, sim, instances) = start_fleet(1, shared_config(), None).await;
+    let body = serde_json::to_vec(&expected_body(&sim, IMG)).unwrap();
+    let headers: [(&str, &str); 4] = [
+        ("content-type", "application/json"),
+        ("x-kept", "yes"),
+        ("connection", "x-hop"),
+        ("x-hop", "1"),
+    ];
+    let produced = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // A value as another instance (or anyone with access to Redis) could have written it.
+    let mut value = [&b"BIC1"[..], &produced.to_be_bytes(), &200u16.to_be_bytes()].concat();
+    value.extend_from_slice(&(headers.len() as u16).to_be_bytes());
+    for (name, header_value) in headers {
+        for part in [name, header_value] {
+            value.extend_from_slice(&(part.len() as u16).to_be_bytes());
+            value.extend_from_slice(part.as_bytes());
+        }
+    }
+    value.extend_from_slice(&body);
+    redis_set(&redis, &format!("bic-test:shared:image:{{{IMG}}}"), &value).await;
+    let reply = instances[0].get(IMG, Some(ALICE)).await;
+    assert_eq!(reply.x_cache(), "HIT");
+    assert_eq!(reply.header("x-kept"), Some("yes"));
+    assert_eq!(reply.header("x-hop"), None);
+    assert_eq!(sim.image_get_count(IMG), 0);
+    stop_all(instances).await;
+}
