@@ -63,7 +63,7 @@ const SUBSCRIPTION_PING: Duration = Duration::from_secs(5);
 const CONNECT_DEADLINES: u32 = 4;
 /// How long an image's invalidation generation is kept after its last bump, at least: far
 /// longer than any fetch, so a fill never sees it vanish (and so mistake an old generation
-/// for today's). With a longer TTL, the TTL plus an hour, so no grant outlives it.
+/// for today's). See [`generation_life`].
 const GENERATION_LIFE: Duration = Duration::from_secs(24 * 3600);
 /// How long waiters fetch on their own after a fetch whose answer was not shared: enough
 /// for the current waiters (they look again within [`FALLBACK_POLL`]), short enough that the
@@ -478,7 +478,7 @@ impl Fleet {
             timeout: config.timeout,
             lease: config.lease,
             max_entry_size,
-            generation_life: GENERATION_LIFE.max(ttl + Duration::from_secs(3600)),
+            generation_life: generation_life(ttl),
             circuit: Circuit {
                 failures: AtomicU32::new(0),
                 open_until: AtomicU64::new(0),
@@ -1267,6 +1267,12 @@ impl Fleet {
     }
 }
 
+/// How long an image's generation is kept after its last bump: [`GENERATION_LIFE`], or
+/// longer than any value or grant written before the bump can live.
+fn generation_life(ttl: Duration) -> Duration {
+    GENERATION_LIFE.max(ttl + Duration::from_secs(3600))
+}
+
 /// When a grant record (`{generation}:{written at, Unix ms}`) was written, if it still
 /// stands: made in the image's current generation, and not before the last purge.
 fn grant_holds(grant: Option<&[u8]>, generation: &str, purged_before: u64) -> Option<u64> {
@@ -1387,6 +1393,13 @@ mod tests {
         value.extend_from_slice(&u16::MAX.to_be_bytes());
         value.extend_from_slice(&[0u8; 64]);
         assert!(decode(&value).is_none());
+    }
+
+    #[test]
+    fn a_generation_outlives_every_value_and_grant_of_it() {
+        assert_eq!(generation_life(Duration::from_secs(60)), GENERATION_LIFE);
+        let month = Duration::from_secs(30 * 24 * 3600);
+        assert!(generation_life(month) > month);
     }
 
     #[test]
