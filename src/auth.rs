@@ -20,6 +20,20 @@ use siphasher::sip128::{Hasher128, SipHasher24};
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint([u8; 16]);
 
+impl Fingerprint {
+    /// The two halves of the keyed hash, as numbers: one picks a slot in a fixed table, the
+    /// other tells apart the credentials that share it (never 0, so 0 can mean "none").
+    pub fn halves(&self) -> (u64, u64) {
+        let (low, high) = self.0.split_at(8);
+        let number = |half: &[u8]| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(half);
+            u64::from_le_bytes(bytes)
+        };
+        (number(low), number(high) | 1)
+    }
+}
+
 impl fmt::Debug for Fingerprint {
     // Even the keyed hash stays out of logs: it would let two log lines be linked to one token.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -97,6 +97,24 @@ impl Entry {
         }
     }
 
+    /// This entry as it would be had `who` never been granted it.
+    fn without_grant_of(&self, who: Fingerprint) -> Entry {
+        Entry {
+            kind: self.kind,
+            status: self.status,
+            fresh_for_ms: self.fresh_for_ms,
+            headers: Arc::clone(&self.headers),
+            body: self.body.clone(),
+            stored_at: self.stored_at,
+            grants: self
+                .grants
+                .iter()
+                .filter(|g| g.who != who)
+                .copied()
+                .collect(),
+        }
+    }
+
     fn is_fresh(&self, now: Instant) -> bool {
         now < self.fresh_until()
     }
@@ -215,6 +233,68 @@ const GENERATION_STRIPES: usize = 4096;
 /// Slots of the refresh-ahead claim table.
 const REFRESH_CLAIM_SLOTS: usize = 4096;
 
+/// Slots of the credential revocation tables.
+const REVOCATION_SLOTS: usize = 4096;
+
+/// Credentials the API called invalid (401) after they were granted something: every grant
+/// of theirs made before that is void, on every image. Two fixed tables indexed by the
+/// fingerprint, so the hit path reads one atomic and memory stays fixed:
+/// - `granted` remembers, per slot, the last credential granted anything there, so only a
+///   refusal of a credential that really held grants is recorded (a flood of forged tokens
+///   ends nobody's grants);
+/// - `refused` holds, per slot, when its last such credential was refused. A credential
+///   sharing the slot loses its older grants too, which costs it one upstream check.
+struct Revocations {
+    granted: Box<[AtomicU64]>,
+    refused: Box<[AtomicU64]>,
+    /// The base of the nanosecond times in `refused` (0 there means never).
+    epoch: Instant,
+}
+
+impl Revocations {
+    fn new() -> Self {
+        let table = || (0..REVOCATION_SLOTS).map(|_| AtomicU64::new(0)).collect();
+        Revocations {
+            granted: table(),
+            refused: table(),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn slot(who: Fingerprint) -> (usize, u64) {
+        let (index, tag) = who.halves();
+        ((index % REVOCATION_SLOTS as u64) as usize, tag)
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    fn granted(&self, who: Fingerprint) {
+        let (slot, tag) = Self::slot(who);
+        self.granted[slot].store(tag, Ordering::Release);
+    }
+
+    /// Records that `who` was refused at `now`, if it holds grants; whether it did.
+    fn refused(&self, who: Fingerprint, now: Instant) -> bool {
+        let (slot, tag) = Self::slot(who);
+        if self.granted[slot].load(Ordering::Acquire) != tag {
+            return false;
+        }
+        self.refused[slot].fetch_max(self.nanos(now), Ordering::AcqRel);
+        true
+    }
+
+    /// Whether a grant made to `who` at `at` was voided by a later refusal.
+    fn voids(&self, who: Fingerprint, at: Instant) -> bool {
+        let (slot, _) = Self::slot(who);
+        let refused = self.refused[slot].load(Ordering::Acquire);
+        refused != 0 && self.nanos(at) <= refused
+    }
+}
+
 /// A point in the invalidation history of one image ID, taken before a fetch starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation(u64);
@@ -225,6 +305,7 @@ pub struct ImageCache {
     generations: Box<[AtomicU64]>,
     purges: AtomicU64,
     refresh_claims: Box<[AtomicU64]>,
+    revocations: Revocations,
     ttl: Duration,
     stale_if_error: Duration,
     negative_ttl: Duration,
@@ -251,6 +332,7 @@ impl ImageCache {
             refresh_claims: (0..REFRESH_CLAIM_SLOTS)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            revocations: Revocations::new(),
             ttl: config.ttl,
             stale_if_error: config.stale_if_error,
             negative_ttl: config.negative_ttl,
@@ -315,7 +397,7 @@ impl ImageCache {
             Some(who) => entry
                 .grants
                 .iter()
-                .any(|g| g.who == who && now < g.at + within),
+                .any(|g| g.who == who && now < g.at + within && !self.revocations.voids(who, g.at)),
         }
     }
 
@@ -420,6 +502,7 @@ impl ImageCache {
                     }
                     if let Some(who) = who {
                         grants.push(Grant::new(who, granted_at));
+                        self.revocations.granted(who);
                     }
                     if grants.len() > MAX_GRANTS_PER_ENTRY {
                         grants.sort_by_key(|g| std::cmp::Reverse(g.at));
@@ -441,6 +524,31 @@ impl ImageCache {
             result,
             CompResult::Inserted(_) | CompResult::ReplacedWith(_)
         )
+    }
+
+    /// Ends `who`'s grant of `id`: the API refused it that image (401, 403). Other
+    /// credentials keep theirs. Returns whether there was one to end.
+    pub async fn revoke(&self, id: &str, who: Fingerprint) -> bool {
+        let result = self
+            .entries
+            .entry(ImageKey::from(id))
+            .and_compute_with(|old| {
+                let op = match old.map(|e| e.into_value()) {
+                    Some(old) if old.grants.iter().any(|g| g.who == who) => {
+                        Op::Put(Arc::new(old.without_grant_of(who)))
+                    }
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        matches!(result, CompResult::ReplacedWith(_))
+    }
+
+    /// Voids every grant `who` holds, on every image: the API called the credential itself
+    /// invalid (401: unknown or expired). Does nothing for a credential that holds none.
+    pub fn refuse_credential(&self, who: Fingerprint) -> bool {
+        self.revocations.refused(who, Instant::now())
     }
 
     /// Drops the entry for `id` and makes fetches already under way for it unstorable.

@@ -972,14 +972,39 @@ impl Fleet {
         deleted.is_ok() && self.announce("invalidate", id).await
     }
 
-    /// Forgets that `reader` may read `id`: the API refused it (401, 403).
+    /// Forgets that `reader` may read `id`: the API refused it (401, 403). If the fleet
+    /// held that grant, other instances may have taken it into their own caches, so they
+    /// are told to drop their copies of `id` (and take the others' grants from Redis again,
+    /// where this one is gone). A credential that never held a grant (forged, another
+    /// tenant's) tells no one anything.
     pub async fn revoke(&self, id: &str, reader: &str) {
-        let _: Result<i64, ()> = self
+        let deleted: Result<i64, ()> = self
             .run_counted(
                 L2Op::Delete,
                 redis::cmd("DEL").arg(self.grant_key(id, reader)),
             )
             .await;
+        if deleted == Ok(1) {
+            self.announce("invalidate", id).await;
+        }
+    }
+
+    /// A mutation of `id` got no answer that says whether it was made (a timeout, a 5xx):
+    /// invalidates it as [`Fleet::invalidate`] does, but only if Redis holds a value of it,
+    /// so that requests nobody can tell apart from refused ones write nothing for IDs the
+    /// fleet never shared.
+    pub async fn invalidate_if_shared(&self, id: &str) {
+        let mut script = redis::cmd("EVAL");
+        script
+            .arg(NOT_FOUND_SCRIPT)
+            .arg(3)
+            .arg(self.generation_key(id))
+            .arg(&self.image_keys_of_every_mode(id)[..])
+            .arg(self.generation_life.as_millis() as u64);
+        let invalidated: Result<i64, ()> = self.run_counted(L2Op::Delete, &script).await;
+        if invalidated == Ok(1) {
+            self.announce("invalidate", id).await;
+        }
     }
 
     /// The API answered 404 for `id`, and this instance dropped no copy of it: ends the

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, AGE, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER,
+    HeaderName, AGE, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LANGUAGE, CONTENT_LENGTH,
+    CONTENT_TYPE, ETAG, HOST, LAST_MODIFIED, RETRY_AFTER,
 };
 use http::{response, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
@@ -39,15 +40,17 @@ const PRECOMPUTED_NUMBERS: u64 = 4096;
 /// leader, and one more for a shared-mode answer that was not its to take.
 const MAX_FLIGHT_ROUNDS: usize = 3;
 
-/// Upstream headers that belong to one exchange and are never replayed to anyone else.
-const PER_EXCHANGE_HEADERS: &[&str] = &[
-    "date",
-    "x-request-id",
-    "x-server-trace-id",
-    "set-cookie",
-    "age",
-    "content-length",
-    "x-envoy-upstream-service-time",
+/// The upstream headers replayed from the cache, or to a request that shared another's
+/// fetch: those that describe the body itself (RFC 9110 representation metadata). An
+/// allow-list, so whatever a gateway or tracer adds to one exchange (`set-cookie`,
+/// `traceparent`, `server-timing`, an echoed request ID, `cache-control: private` ...) never
+/// reaches another caller.
+const REPLAYED_HEADERS: [HeaderName; 5] = [
+    CONTENT_TYPE,
+    CONTENT_ENCODING,
+    CONTENT_LANGUAGE,
+    ETAG,
+    LAST_MODIFIED,
 ];
 
 static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -71,8 +74,10 @@ struct Answer {
 }
 
 enum FlightResult {
-    /// The cache was filled just before the leader would have fetched.
-    Cached(Arc<crate::cache::Entry>),
+    /// The cache was filled just before the leader would have fetched (or from the fleet).
+    /// It carries no entry: each member looks the cache up for its own credential, so an
+    /// entry only some may read (a 404 kept for one token) is never handed to the others.
+    Cached,
     Answer(Answer),
     Failed(UpstreamError),
     /// The body was over the entry limit; the leader streams it, the rest fetch alone.
@@ -332,7 +337,7 @@ impl Proxy {
                         if let Lookup::Fresh(entry) =
                             self.cache.lookup(&id, who, Instant::now()).await
                         {
-                            publisher.publish(FlightResult::Cached(entry.clone()));
+                            publisher.publish(FlightResult::Cached);
                             return hit(&entry, head, Instant::now());
                         }
                     }
@@ -362,12 +367,22 @@ impl Proxy {
                 }
             };
             match &*shared {
-                FlightResult::Cached(entry) => {
+                FlightResult::Cached => {
                     // A caller that asked for a fresh answer does not take the cached one.
                     if forward == Forward::Request && !last_round {
                         continue;
                     }
-                    return hit(entry, head, Instant::now());
+                    let now = Instant::now();
+                    match self.cache.lookup(&id, who, now).await {
+                        Lookup::Fresh(entry) => return hit(&entry, head, now),
+                        // Not this caller's to read, or gone again already.
+                        _ if last_round => {
+                            return self
+                                .fetch_alone(&id, headers, outcome, deadline, head)
+                                .await
+                        }
+                        _ => continue,
+                    }
                 }
                 FlightResult::Answer(answer) => {
                     if !self.may_share(answer, who) {
@@ -510,8 +525,8 @@ impl Proxy {
                 let wait_until = now + deadline.saturating_duration_since(now) / 2;
                 match fleet.claim(id, reader.as_deref(), accept, wait_until).await {
                     Claim::Found(shared) => {
-                        if let Some(entry) = self.store_shared(id, shared, who, generation).await {
-                            return FlightResult::Cached(entry);
+                        if self.store_shared(id, shared, who, generation).await {
+                            return FlightResult::Cached;
                         }
                         // Unusable (or invalidated meanwhile): fetch, and replace it.
                         ticket = fleet.ticket(id).await;
@@ -559,15 +574,15 @@ impl Proxy {
         result
     }
 
-    /// Takes another instance's answer into the local cache, for `who`; the entry to serve,
-    /// or `None` if it cannot be used (not a READY image, or invalidated meanwhile).
+    /// Takes another instance's answer into the local cache, for `who`; whether `who` can
+    /// now be served it (not if it was invalidated meanwhile).
     async fn store_shared(
         &self,
         id: &str,
         shared: SharedAnswer,
         who: Option<Fingerprint>,
         generation: Generation,
-    ) -> Option<Arc<crate::cache::Entry>> {
+    ) -> bool {
         // (The fleet let through only a READY image of this ID within --max-entry-size.)
         let now = Instant::now();
         let entry = NewEntry {
@@ -578,17 +593,10 @@ impl Proxy {
             received_at: now.checked_sub(shared.age).unwrap_or(now),
         };
         let granted_at = now.checked_sub(shared.granted_age).unwrap_or(now);
-        if !self
-            .cache
+        self.cache
             .store_granted(id, entry, who, granted_at, generation)
             .await
-        {
-            return None;
-        }
-        match self.cache.lookup(id, who, now).await {
-            Lookup::Fresh(entry) => Some(entry),
-            _ => None,
-        }
+            && matches!(self.cache.lookup(id, who, now).await, Lookup::Fresh(_))
     }
 
     /// One upstream GET for the image and its effect on the local cache; what it means for
@@ -709,7 +717,8 @@ impl Proxy {
                 EntryKind::NotFound
             }
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                return (false, FleetEffect::Revoke)
+                self.refused(id, who, head.status).await;
+                return (false, FleetEffect::Revoke);
             }
             _ => return (false, FleetEffect::Nothing),
         };
@@ -746,6 +755,16 @@ impl Proxy {
             None => not_found_effect,
         };
         (stored, effect)
+    }
+
+    /// The API refused `who` for `id` (401, 403): its grant of `id` ends at once, and a 401
+    /// (the credential itself is unknown or expired) ends every grant it holds.
+    async fn refused(&self, id: &str, who: Option<Fingerprint>, status: StatusCode) {
+        let Some(who) = who else { return };
+        if status == StatusCode::UNAUTHORIZED {
+            self.cache.refuse_credential(who);
+        }
+        self.cache.revoke(id, who).await;
     }
 
     async fn invalidate_for(
@@ -882,9 +901,9 @@ impl Proxy {
         )
     }
 
-    /// Passes a request through, streamed both ways. Mutations invalidate their image
-    /// before the request goes and again once it is answered, so that a fetch racing the
-    /// mutation cannot leave the old image behind.
+    /// Passes a request through, streamed both ways. A 401 ends every grant the caller's
+    /// credential holds; a mutation's answer decides what happens to its image (see
+    /// [`MutationEffect`]).
     async fn forward(
         &self,
         request: Request<Incoming>,
@@ -896,9 +915,6 @@ impl Proxy {
         } else {
             "passthrough"
         };
-        if let Some(id) = &mutated {
-            self.invalidate(id, InvalidationReason::Mutation).await;
-        }
         let (mut parts, body) = request.into_parts();
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let uri = match self.upstream.uri_for(target) {
@@ -917,6 +933,14 @@ impl Proxy {
         if content_length(&parts.headers).is_some_and(|len| len > self.max_request_body) {
             return self.body_too_large();
         }
+        let who = self.hasher.fingerprint(&parts.headers);
+        let mutation = mutated.map(|id| {
+            let reader = self
+                .fleet
+                .as_ref()
+                .and_then(|f| f.reader(&id, &parts.headers));
+            (id, reader)
+        });
         // Streamed, never buffered: the limit is enforced as the bytes go by, and noted so
         // that the failed exchange is answered 413 rather than 502.
         let exceeded = Arc::new(AtomicBool::new(false));
@@ -935,17 +959,24 @@ impl Proxy {
         *upstream_request.headers_mut() = parts.headers;
         let started = Instant::now();
         let result = self.upstream.send(upstream_request, deadline, route).await;
-        if let Some(id) = &mutated {
-            self.invalidate(id, InvalidationReason::Mutation).await;
+        let too_large = exceeded.load(Ordering::Relaxed)
+            || matches!(result, Err(UpstreamError::RequestBodyTooLarge));
+        if let (Ok(exchange), Some(who)) = (&result, who) {
+            if exchange.response.status() == StatusCode::UNAUTHORIZED {
+                self.cache.refuse_credential(who);
+            }
+        }
+        if let Some((id, reader)) = mutation {
+            let effect = if too_large {
+                MutationEffect::NotApplied
+            } else {
+                MutationEffect::of(result.as_ref().map(|e| e.response.status()))
+            };
+            self.mutation_answered(&id, who, reader, effect).await;
         }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
-            Err(err)
-                if exceeded.load(Ordering::Relaxed)
-                    || matches!(err, UpstreamError::RequestBodyTooLarge) =>
-            {
-                self.body_too_large()
-            }
+            Err(_) if too_large => self.body_too_large(),
             Err(err) => {
                 tracing::info!(route, request_id, error = %err, kind = err.kind(), elapsed_ms, "upstream request failed");
                 error_response(&err)
@@ -966,6 +997,76 @@ impl Proxy {
                     .stream(Bytes::new(), body, deadline, exchange.slot);
                 Response::from_parts(head, body)
             }
+        }
+    }
+
+    /// What a mutation's answer does to its image, here and in the fleet. Only an answer
+    /// that the change may have been made drops anything: a refusal drops nothing (anyone
+    /// can send a DELETE), and a 404 follows the Image.Get rule.
+    async fn mutation_answered(
+        &self,
+        id: &str,
+        who: Option<Fingerprint>,
+        reader: Option<Option<String>>,
+        effect: MutationEffect,
+    ) {
+        match effect {
+            MutationEffect::NotApplied => {}
+            MutationEffect::Applied => {
+                self.invalidate(id, InvalidationReason::Mutation).await;
+            }
+            MutationEffect::Gone => {
+                if self
+                    .invalidate_for(id, who, InvalidationReason::NotFound)
+                    .await
+                {
+                    if let Some(fleet) = &self.fleet {
+                        fleet.invalidate(id).await;
+                    }
+                } else if let (Some(fleet), Some(reader)) = (&self.fleet, reader) {
+                    fleet.not_found(id, reader.as_deref()).await;
+                }
+            }
+            MutationEffect::Unknown => {
+                let dropped = self.cache.invalidate(id).await;
+                self.metrics
+                    .invalidated(InvalidationReason::Mutation, u64::from(dropped));
+                if let Some(fleet) = &self.fleet {
+                    fleet.invalidate_if_shared(id).await;
+                }
+            }
+        }
+    }
+}
+
+/// What the answer to a mutation (`PATCH`, `DELETE`, `POST` on an image) says happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MutationEffect {
+    /// A 2xx: the API took the change.
+    Applied,
+    /// A 404: gone, or not the caller's to see.
+    Gone,
+    /// The API proved it did not take it (a 4xx other than 404, a 1xx or 3xx), or the
+    /// request never reached it (no connection, no slot, a body over the limit).
+    NotApplied,
+    /// No answer, or a 5xx: the change may or may not have been made.
+    Unknown,
+}
+
+impl MutationEffect {
+    fn of(answer: Result<StatusCode, &UpstreamError>) -> MutationEffect {
+        match answer {
+            Ok(status) if status.is_success() => MutationEffect::Applied,
+            Ok(StatusCode::NOT_FOUND) => MutationEffect::Gone,
+            Ok(status) if status.is_server_error() => MutationEffect::Unknown,
+            Ok(_) => MutationEffect::NotApplied,
+            Err(
+                UpstreamError::Connect(_)
+                | UpstreamError::Tls(_)
+                | UpstreamError::Busy
+                | UpstreamError::RequestBodyTooLarge,
+            ) => MutationEffect::NotApplied,
+            Err(UpstreamError::Timeout(_) | UpstreamError::Body(_)) => MutationEffect::Unknown,
         }
     }
 }
@@ -1004,7 +1105,7 @@ fn log_fetch(result: &FlightResult, headers: &HeaderMap, elapsed: Duration, wait
             elapsed_ms,
             "upstream answer too large to cache; streamed through"
         ),
-        FlightResult::Cached(_) => {}
+        FlightResult::Cached => {}
     }
 }
 
@@ -1101,12 +1202,13 @@ fn wants_no_cache(headers: &HeaderMap) -> bool {
 }
 
 /// The headers of an answer (from the upstream, or another instance through Redis) that may
-/// be replayed to another caller: none of one exchange's, nor of one hop's.
+/// be replayed to another caller: [`REPLAYED_HEADERS`], and nothing else.
 fn replayable(headers: &HeaderMap) -> HeaderMap {
-    let mut kept = headers.clone();
-    strip_hop_by_hop(&mut kept);
-    for name in PER_EXCHANGE_HEADERS {
-        kept.remove(*name);
+    let mut kept = HeaderMap::new();
+    for name in REPLAYED_HEADERS {
+        for value in headers.get_all(&name) {
+            kept.append(name.clone(), value.clone());
+        }
     }
     kept
 }
@@ -1250,13 +1352,16 @@ mod tests {
     }
 
     #[test]
-    fn per_exchange_headers_are_not_replayed() {
+    fn only_representation_headers_are_replayed() {
         let mut h = HeaderMap::new();
         h.insert("x-request-id", HeaderValue::from_static("r"));
         h.insert("date", HeaderValue::from_static("d"));
+        h.insert("x-anything-new", HeaderValue::from_static("n"));
+        h.insert("connection", HeaderValue::from_static("close"));
         h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.append("etag", HeaderValue::from_static("\"a\""));
         let kept = replayable(&h);
-        assert_eq!(kept.len(), 1);
-        assert!(kept.contains_key("content-type"));
+        assert_eq!(kept.len(), 2);
+        assert!(kept.contains_key("content-type") && kept.contains_key("etag"));
     }
 }

@@ -189,3 +189,106 @@ async fn another_tenants_404_does_not_evict_an_image() {
     );
     h.stop().await;
 }
+
+/// Moves `id` into Bob's folder at the API, so that from now on it refuses Alice (403).
+fn hand_to_bob(h: &Harness, id: &str) {
+    let mut moved = h.sim.image(id).unwrap();
+    moved.folder_id = BOB_FOLDER.into();
+    h.sim.put_image(moved);
+}
+
+#[tokio::test]
+async fn a_refusal_ends_that_credentials_grant_at_once_hits_and_stale_alike() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        ttl: Duration::from_secs(1),
+        stale_if_error: Duration::from_secs(300),
+        ..test_config()
+    })
+    .await;
+    // 403: the API stops letting Alice read the image.
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    hand_to_bob(&h, IMG);
+    assert_eq!(
+        h.get_fresh(IMG, Some(ALICE)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let after = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(after.status, StatusCode::FORBIDDEN, "{:?}", after.body);
+    assert_eq!(after.x_cache(), "MISS");
+
+    // 401: Alice's second token expires; her first still reads the same entry.
+    assert_eq!(h.get(IMG2, Some(ALICE)).await.x_cache(), "MISS");
+    assert_eq!(h.get(IMG2, Some(ALICE2)).await.x_cache(), "MISS");
+    h.sim.revoke_token(ALICE2);
+    assert_eq!(
+        h.get_fresh(IMG2, Some(ALICE2)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.get(IMG2, Some(ALICE2)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(h.get(IMG2, Some(ALICE)).await.x_cache(), "HIT");
+
+    // Past the TTL, with the API failing: the refused token gets no stale copy, Alice does.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    h.sim.set_fault(
+        FaultScope::All,
+        Fault::Status {
+            status: 503,
+            retry_after: None,
+        },
+        None,
+    );
+    let refused = h.get(IMG2, Some(ALICE2)).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_ne!(refused.x_cache(), "STALE");
+    let alice = h.get(IMG2, Some(ALICE)).await;
+    assert_eq!(alice.x_cache(), "STALE");
+    assert_eq!(alice.status, StatusCode::OK);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_the_api_calls_invalid_on_any_route_loses_every_grant() {
+    let h = Harness::start().await;
+    for id in [IMG, IMG2] {
+        assert_eq!(h.get(id, Some(ALICE2)).await.x_cache(), "MISS");
+        assert_eq!(h.get(id, Some(ALICE2)).await.x_cache(), "HIT");
+        assert_eq!(h.get(id, Some(ALICE)).await.x_cache(), "MISS");
+    }
+    h.sim.revoke_token(ALICE2);
+    // A call that has nothing to do with the cache learns that the token is no good.
+    let list = h
+        .call(
+            http::Method::GET,
+            &format!("/baremetal/v1alpha/images?folderId={ALICE_FOLDER}"),
+            Some(ALICE2),
+            &[],
+        )
+        .await;
+    assert_eq!(list.status, StatusCode::UNAUTHORIZED);
+    for id in [IMG, IMG2] {
+        let reply = h.get(id, Some(ALICE2)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{id}");
+        assert_eq!(reply.x_cache(), "MISS");
+        assert_eq!(h.get(id, Some(ALICE)).await.x_cache(), "HIT", "{id}");
+    }
+    // Refusals of a credential that was never granted anything end nobody's grants.
+    for i in 0..200 {
+        let forged = format!("t1.forged-{i}");
+        let list = h
+            .call(
+                http::Method::GET,
+                &format!("/baremetal/v1alpha/images?folderId={ALICE_FOLDER}"),
+                Some(&forged),
+                &[],
+            )
+            .await;
+        assert_eq!(list.status, StatusCode::UNAUTHORIZED);
+    }
+    for id in [IMG, IMG2] {
+        assert_eq!(h.get(id, Some(ALICE)).await.x_cache(), "HIT", "{id}");
+    }
+    h.stop().await;
+}

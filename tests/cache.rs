@@ -256,6 +256,165 @@ async fn mutations_invalidate_their_image() {
     h.stop().await;
 }
 
+/// A mutation of `id` through the proxy, with `token` (or none).
+fn mutation(
+    h: &Harness,
+    method: Method,
+    id: &str,
+    suffix: &str,
+    token: Option<&str>,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{}{}", h.addr, image_path(id), suffix))
+        .header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = r#"{"updateMask":"description","description":"vandalised"}"#;
+    request
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_mutation_the_api_refused_invalidates_nothing() {
+    let h = Harness::start().await;
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    for (method, suffix, token, status) in [
+        (Method::DELETE, "", None, StatusCode::UNAUTHORIZED),
+        (Method::PATCH, "", Some(FORGED), StatusCode::UNAUTHORIZED),
+        (Method::PATCH, "", Some(BOB), StatusCode::FORBIDDEN),
+        (Method::DELETE, "", Some(BOB), StatusCode::FORBIDDEN),
+    ] {
+        let reply = h
+            .send(mutation(&h, method.clone(), IMG, suffix, token))
+            .await;
+        assert_eq!(reply.status, status, "{method}{suffix} {token:?}");
+        assert_eq!(
+            h.get(IMG, Some(ALICE)).await.x_cache(),
+            "HIT",
+            "a refused {method}{suffix} by {token:?} dropped the image"
+        );
+    }
+    // A 404 to a token that cannot read the image may only mean "not for you".
+    h.sim.set_hide_forbidden_as_not_found(true);
+    let hidden = h
+        .send(mutation(&h, Method::DELETE, IMG, "", Some(BOB)))
+        .await;
+    assert_eq!(hidden.status, StatusCode::NOT_FOUND);
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
+    // A 404 to Alice, who could read it: the image is gone.
+    h.sim.set_status(IMG, "DELETING");
+    let gone = h.sim.image(IMG).unwrap();
+    h.sim.put_image(baremetal_image_cache::sim::Image {
+        folder_id: ALICE_FOLDER.into(),
+        ..gone
+    });
+    let delete = h
+        .send(mutation(&h, Method::DELETE, IMG, "", Some(ALICE)))
+        .await;
+    assert!(delete.status.is_success(), "{}", delete.status);
+    let again = h
+        .send(mutation(&h, Method::DELETE, IMG, "", Some(ALICE)))
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.sim.image_get_count(IMG),
+        1,
+        "nothing was fetched meanwhile"
+    );
+    let after = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(after.status, StatusCode::NOT_FOUND);
+    assert_eq!(after.x_cache(), "MISS");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_mutation_the_api_accepted_invalidates_even_a_readers_copy() {
+    // Bob may write Alice's folder too (say, an operator's token); Alice's copy goes.
+    let h = Harness::start().await;
+    h.sim.add_token(BOB, &[ALICE_FOLDER]);
+    assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    let patched = h
+        .send(mutation(&h, Method::PATCH, IMG, "", Some(BOB)))
+        .await;
+    assert_eq!(patched.status, StatusCode::OK);
+    let after = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(after.x_cache(), "MISS");
+    assert_eq!(after.json()["description"], "vandalised");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn only_headers_that_describe_the_body_are_replayed() {
+    let h = std::sync::Arc::new(Harness::with_config(shared_config()).await);
+    // What gateways and tracers add to one exchange's answer, and what describes the body.
+    h.sim.set_extra_headers(&[
+        ("x-client-request-id", "callers-a-request"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("server-timing", "db;dur=53"),
+        ("www-authenticate", "Bearer realm=\"a\""),
+        ("cache-control", "private"),
+        ("set-cookie", "session=a"),
+        ("x-gateway-node", "node-7"),
+        ("etag", "\"v1\""),
+        ("content-language", "en"),
+    ]);
+    let first = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(first.x_cache(), "MISS");
+    assert_eq!(
+        first.header("x-client-request-id"),
+        Some("callers-a-request"),
+        "the fetcher's own"
+    );
+    // (`date` is the proxy's own, as on every answer it sends.)
+    let replayed: &[&str] = &[
+        "date",
+        "content-type",
+        "content-language",
+        "etag",
+        "content-length",
+        "age",
+        "x-cache",
+        "cache-status",
+    ];
+    let names = |reply: &Reply| {
+        let mut names: Vec<String> = reply
+            .headers
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut expected: Vec<String> = replayed.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    let hit = h.get(IMG, Some(BOB)).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(names(&hit), expected);
+    assert_eq!(hit.header("etag"), Some("\"v1\""));
+    // A request that shared another's fetch gets the same, and no `age`.
+    h.sim.set_fault(
+        FaultScope::All,
+        Fault::Delay(Duration::from_millis(400)),
+        None,
+    );
+    let leader = spawn_get(&h, IMG2, Some(ALICE));
+    h.until_upstream_saw(2).await;
+    let waiter = h.get(IMG2, Some(BOB)).await;
+    assert!(waiter.header("cache-status").unwrap().contains("collapsed"));
+    expected.retain(|n| n != "age");
+    assert_eq!(names(&waiter), expected);
+    assert_eq!(
+        leader.await.unwrap().header("x-gateway-node"),
+        Some("node-7")
+    );
+}
+
 #[tokio::test]
 async fn admin_purges_one_image_or_all() {
     let h = Harness::start().await;

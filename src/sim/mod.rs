@@ -167,6 +167,8 @@ pub(crate) struct State {
     store: ImageStore,
     faults: Faults,
     traffic: Traffic,
+    /// Headers added to every API answer (see [`Simulator::set_extra_headers`]).
+    extra_headers: Vec<(String, String)>,
 }
 
 impl Simulator {
@@ -207,6 +209,22 @@ impl Simulator {
             let allowed = state.tokens.entry(token.to_owned()).or_default();
             allowed.extend(folders.iter().map(|folder| (*folder).to_owned()));
         });
+    }
+
+    /// Forgets `token`: from now on the API answers it 401, as it does an expired token.
+    pub fn revoke_token(&self, token: &str) {
+        self.with_state(|state| state.tokens.remove(token));
+    }
+
+    /// Adds these headers to every API answer from now on (replacing earlier ones), as a
+    /// real deployment's gateways and tracers do (`set-cookie`, `server-timing`, echoed
+    /// request IDs ...).
+    pub fn set_extra_headers(&self, headers: &[(&str, &str)]) {
+        let headers = headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        self.with_state(|state| state.extra_headers = headers);
     }
 
     /// Inserts the image, or replaces the one with its ID.

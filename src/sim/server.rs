@@ -126,6 +126,16 @@ async fn handle(sim: Simulator, request: Request<Incoming>) -> Result<Response<S
         body: &body,
     };
     let mut response = answer(&sim, &request, fault.clone()).await?;
+    sim.with_state(|state| {
+        for (name, value) in &state.extra_headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().append(name, value);
+            }
+        }
+    });
     if parts.method == Method::HEAD {
         response = without_body(response);
     }
