@@ -54,25 +54,28 @@ pub struct UpstreamUrl {
 }
 
 impl UpstreamUrl {
+    /// Parses an upstream URL. Errors never quote the value: a URL can carry a password or
+    /// a token, and an error message ends up in logs.
     pub fn parse(raw: &str) -> Result<UpstreamUrl, String> {
         let uri: http::Uri = raw
+            .trim()
             .parse()
-            .map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+            .map_err(|e| format!("not a URL ({e}); write it like https://host[:port][/prefix]"))?;
         let scheme = match uri.scheme_str() {
             Some("http") => Scheme::HTTP,
             Some("https") => Scheme::HTTPS,
-            Some(other) => return Err(format!("scheme {other:?} is not http or https")),
-            None => return Err(format!("{raw:?} has no scheme (http:// or https://)")),
+            Some(_) => return Err("the scheme must be http:// or https://".to_string()),
+            None => return Err("has no scheme (http:// or https://)".to_string()),
         };
         let authority = uri
             .authority()
             .cloned()
-            .ok_or_else(|| format!("{raw:?} has no host"))?;
+            .ok_or_else(|| "has no host".to_string())?;
         if authority.as_str().contains('@') {
             return Err("credentials in the upstream URL are not allowed".to_string());
         }
         if uri.query().is_some() {
-            return Err(format!("{raw:?} must not have a query string"));
+            return Err("must not have a query string".to_string());
         }
         let path_prefix = uri.path().trim_end_matches('/').to_string();
         Ok(UpstreamUrl {
@@ -317,8 +320,8 @@ struct Cli {
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_ADMIN_LISTEN", value_name = "ADDR")]
     admin_listen: Option<SocketAddr>,
     /// Upstream API, http:// or https:// [default: https://baremetal.api.cloud.yandex.net]
-    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_UPSTREAM", value_name = "URL", value_parser = parse_upstream)]
-    upstream: Option<UpstreamUrl>,
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_UPSTREAM", value_name = "URL")]
+    upstream: Option<String>,
     /// Freshness of a READY entry [default: 60s]
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_TTL", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     ttl: Option<Duration>,
@@ -438,6 +441,23 @@ struct Cli {
     redis_key_file: Option<PathBuf>,
 }
 
+impl Cli {
+    /// Parses the command line (and environment). `--help` never shows an environment
+    /// variable's value: any of them may hold a secret.
+    fn parse_args<I, T>(args: I) -> Result<Cli, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Cli::command()
+            .mut_args(|arg| arg.hide_env_values(true))
+            .try_get_matches_from(args)
+            .map_err(ConfigError::Cli)?;
+        Cli::from_arg_matches(&matches).map_err(ConfigError::Cli)
+    }
+}
+
 /// The configuration file: the same keys as the flags, without `--`. Values are kept raw so
 /// that they go through the same parsers as flags and errors can name the key.
 #[derive(Debug, Default, Deserialize)]
@@ -466,9 +486,11 @@ struct FileConfig {
     max_upstream_requests: Option<usize>,
     header_read_timeout: Option<String>,
     upstream_retries: Option<u32>,
-    redis: Option<String>,
+    /// May carry a password: read as any value, so that a wrong type is refused without
+    /// the value being quoted back (see [`secret_text`]).
+    redis: Option<toml::Value>,
     redis_cluster: Option<bool>,
-    redis_grant_key: Option<String>,
+    redis_grant_key: Option<toml::Value>,
     redis_timeout: Option<String>,
     redis_lease: Option<String>,
     redis_prefix: Option<String>,
@@ -536,7 +558,7 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         check_environment(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()))?;
-        let cli = Cli::try_parse_from(args).map_err(ConfigError::Cli)?;
+        let cli = Cli::parse_args(args)?;
         let file = match &cli.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -551,7 +573,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let file: FileConfig = toml::from_str(text)
             .map_err(|e| ConfigError::Invalid(format!("config file: {}", toml_error(text, &e))))?;
-        let cli = Cli::try_parse_from(["baremetal-image-cache"]).map_err(ConfigError::Cli)?;
+        let cli = Cli::parse_args(["baremetal-image-cache"])?;
         merge(cli, file)
     }
 }
@@ -631,6 +653,19 @@ fn file_size(value: Option<SizeValue>, key: &str) -> Result<Option<u64>, ConfigE
     }
 }
 
+/// The text of a file setting that may hold a secret; a value of another type is refused
+/// without being quoted, as `toml`'s own message would.
+fn secret_text(value: Option<toml::Value>, key: &str) -> Result<Option<String>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some(toml::Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(ConfigError::Invalid(format!(
+            "config file: key `{key}`: must be a string, not {} (the value is not shown: it may be a secret)",
+            other.type_str()
+        ))),
+    }
+}
+
 fn invalid_setting(key: &str, why: String) -> ConfigError {
     ConfigError::Invalid(format!("{key}: {why}"))
 }
@@ -692,8 +727,12 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             parse_addr,
         )?
         .unwrap_or(d.admin_listen),
-        upstream: pick(cli.upstream, file.upstream, "upstream", parse_upstream)?
-            .unwrap_or(d.upstream),
+        upstream: match (cli.upstream, file.upstream) {
+            (Some(raw), _) => parse_upstream(&raw).map_err(|e| invalid_setting("--upstream", e))?,
+            (None, Some(raw)) => parse_upstream(&raw)
+                .map_err(|e| ConfigError::Invalid(format!("config file: key `upstream`: {e}")))?,
+            (None, None) => d.upstream,
+        },
         ttl: duration(cli.ttl, file.ttl, "ttl", d.ttl)?,
         stale_if_error: duration(
             cli.stale_if_error,
@@ -788,12 +827,15 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             .upstream_retries
             .or(file.upstream_retries)
             .unwrap_or(d.upstream_retries),
-        redis: match cli.redis.or(file.redis) {
+        redis: match cli.redis.or(secret_text(file.redis, "redis")?) {
             None => None,
             Some(raw) => Some(RedisConfig {
                 urls: parse_redis_urls(&raw).map_err(|e| invalid_setting("redis", e))?,
                 cluster: cli.redis_cluster.or(file.redis_cluster).unwrap_or(false),
-                grant_key: cli.redis_grant_key.or(file.redis_grant_key).map(Secret),
+                grant_key: cli
+                    .redis_grant_key
+                    .or(secret_text(file.redis_grant_key, "redis-grant-key")?)
+                    .map(Secret),
                 timeout: duration(
                     cli.redis_timeout,
                     file.redis_timeout,
@@ -830,111 +872,238 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
-/// Longest `--ttl` and `--negative-ttl`.
-const MAX_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+/// Longest `--ttl`, `--negative-ttl` and `--stale-if-error`. Entries hold their freshness in
+/// 32-bit milliseconds (49 days), and an image answer trusted for longer than a month is a
+/// mistake anyway.
+const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+
+/// An inclusive range a value must fall in, for the message that names it.
+struct Bound<T> {
+    key: &'static str,
+    value: T,
+    min: T,
+    max: T,
+}
 
 impl Config {
-    /// Rejects values that parse but cannot work.
+    /// Rejects values that parse but cannot work. Every duration, size and count has an
+    /// upper bound, so that no setting can overflow a deadline or an allocation later.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
-        if self.ttl.is_zero() {
-            return invalid("ttl", "must be more than 0s");
-        }
-        // Entries hold their freshness in 32-bit milliseconds (49 days); an image answer
-        // trusted for longer than a month is a mistake anyway.
-        if self.ttl > MAX_TTL {
-            return invalid("ttl", "must be at most 30days");
-        }
-        if self.negative_ttl > MAX_TTL {
-            return invalid("negative-ttl", "must be at most 30days");
-        }
+        let positive = Duration::from_millis(1);
+        let mut durations = vec![
+            Bound {
+                key: "ttl",
+                value: self.ttl,
+                min: positive,
+                max: MONTH,
+            },
+            Bound {
+                key: "stale-if-error",
+                value: self.stale_if_error,
+                min: Duration::ZERO,
+                max: MONTH,
+            },
+            Bound {
+                key: "negative-ttl",
+                value: self.negative_ttl,
+                min: Duration::ZERO,
+                max: MONTH,
+            },
+            Bound {
+                key: "upstream-timeout",
+                value: self.upstream_timeout,
+                min: positive,
+                max: HOUR,
+            },
+            Bound {
+                key: "connect-timeout",
+                value: self.connect_timeout,
+                min: positive,
+                max: 10 * MINUTE,
+            },
+            Bound {
+                key: "shutdown-grace",
+                value: self.shutdown_grace,
+                min: Duration::ZERO,
+                max: HOUR,
+            },
+            Bound {
+                key: "header-read-timeout",
+                value: self.header_read_timeout,
+                min: positive,
+                max: HOUR,
+            },
+        ];
         if let Some(redis) = &self.redis {
-            if redis.timeout.is_zero() || redis.timeout > Duration::from_secs(60) {
-                return invalid("redis-timeout", "must be more than 0s and at most 1m");
+            durations.push(Bound {
+                key: "redis-timeout",
+                value: redis.timeout,
+                min: positive,
+                max: MINUTE,
+            });
+            durations.push(Bound {
+                key: "redis-lease",
+                value: redis.lease,
+                min: positive,
+                max: HOUR,
+            });
+        }
+        for bound in durations {
+            if bound.value < bound.min || bound.value > bound.max {
+                let shown = |d: Duration| humantime::format_duration(d).to_string();
+                let why = if bound.min.is_zero() {
+                    format!("must be at most {}", shown(bound.max))
+                } else {
+                    format!("must be more than 0s and at most {}", shown(bound.max))
+                };
+                return invalid(bound.key, &why);
             }
-            if redis.lease.is_zero() || redis.lease > Duration::from_secs(3600) {
-                return invalid("redis-lease", "must be more than 0s and at most 1h");
-            }
-            if redis.prefix.contains(['{', '}']) {
+        }
+        let sizes = [
+            Bound {
+                key: "max-capacity",
+                value: self.max_capacity,
+                min: 1,
+                max: 1024 * GIB,
+            },
+            Bound {
+                key: "max-entry-size",
+                value: self.max_entry_size,
+                min: 1,
+                max: 64 * MIB,
+            },
+            // hyper needs room for at least one read buffer of 8 KiB.
+            Bound {
+                key: "max-header-size",
+                value: self.max_header_size,
+                min: 8 * KIB,
+                max: MIB,
+            },
+            Bound {
+                key: "max-request-body",
+                value: self.max_request_body,
+                min: 0,
+                max: GIB,
+            },
+        ];
+        for bound in sizes {
+            if bound.value < bound.min || bound.value > bound.max {
+                let shown = |n: u64| bytesize::ByteSize(n).to_string();
                 return invalid(
-                    "redis-prefix",
-                    "must not contain { or } (they would change the cluster hash tag)",
+                    bound.key,
+                    &format!("must be from {} to {}", shown(bound.min), shown(bound.max)),
                 );
             }
-            if redis
-                .grant_key
-                .as_ref()
-                .is_some_and(|k| k.expose().len() < MIN_GRANT_KEY_LEN)
-            {
-                return invalid("redis-grant-key", "must be at least 32 characters");
+        }
+        let counts = [
+            Bound {
+                key: "max-waiters-per-key",
+                value: self.max_waiters_per_key,
+                min: 1,
+                max: 1_000_000,
+            },
+            Bound {
+                key: "max-waiters",
+                value: self.max_waiters,
+                min: 1,
+                max: 10_000_000,
+            },
+            Bound {
+                key: "max-headers",
+                value: self.max_headers,
+                min: 1,
+                max: 1000,
+            },
+            Bound {
+                key: "max-connections",
+                value: self.max_connections,
+                min: 1,
+                max: 1_000_000,
+            },
+            Bound {
+                key: "max-upstream-requests",
+                value: self.max_upstream_requests,
+                min: 1,
+                max: 100_000,
+            },
+            Bound {
+                key: "upstream-retries",
+                value: self.upstream_retries as usize,
+                min: 0,
+                max: 10,
+            },
+        ];
+        for bound in counts {
+            if bound.value < bound.min || bound.value > bound.max {
+                return invalid(
+                    bound.key,
+                    &format!("must be from {} to {}", bound.min, bound.max),
+                );
             }
-            if redis.client_cert.is_some() && !redis.urls.iter().all(|u| u.starts_with("rediss://"))
-            {
-                return invalid("redis-cert-file", "is only for rediss:// URLs");
-            }
-            const CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
-            let (cert, key) = redis.client_cert.as_ref().map(|(c, k)| (c, k)).unzip();
-            // What the files hold is never quoted: one of them is a secret.
-            for (name, path, marker, what) in [
-                (
-                    "redis-ca-file",
-                    redis.ca_file.as_ref(),
-                    CERTIFICATE,
-                    "certificate",
-                ),
-                ("redis-cert-file", cert, CERTIFICATE, "certificate"),
-                (
-                    "redis-key-file",
-                    key,
-                    &b"PRIVATE KEY-----"[..],
-                    "private key",
-                ),
-            ] {
-                let Some(path) = path else { continue };
-                let pem = std::fs::read(path).map_err(|e| {
-                    ConfigError::Invalid(format!("{name}: cannot read {}: {e}", path.display()))
-                })?;
-                if !pem.windows(marker.len()).any(|w| w == marker) {
-                    return invalid(name, &format!("holds no PEM {what}"));
-                }
-            }
-        }
-        if self.upstream_timeout.is_zero() {
-            return invalid("upstream-timeout", "must be more than 0s");
-        }
-        if self.connect_timeout.is_zero() {
-            return invalid("connect-timeout", "must be more than 0s");
-        }
-        if self.max_capacity == 0 {
-            return invalid("max-capacity", "must be more than 0 bytes");
-        }
-        if self.max_entry_size == 0 {
-            return invalid("max-entry-size", "must be more than 0 bytes");
         }
         if self.max_entry_size > self.max_capacity {
             return invalid("max-entry-size", "must not be larger than max-capacity");
         }
-        if self.max_waiters_per_key == 0 || self.max_waiters == 0 {
-            return invalid("max-waiters", "must be at least 1");
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
         }
-        // hyper needs room for at least one read buffer of 8 KiB.
-        if self.max_header_size < 8 * 1024 {
-            return invalid("max-header-size", "must be at least 8KiB");
+        Ok(())
+    }
+}
+
+impl RedisConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, why: &str| Err(ConfigError::Invalid(format!("{key}: {why}")));
+        if self.prefix.contains(['{', '}']) {
+            return invalid(
+                "redis-prefix",
+                "must not contain { or } (they would change the cluster hash tag)",
+            );
         }
-        if !(1..=1000).contains(&self.max_headers) {
-            return invalid("max-headers", "must be from 1 to 1000");
+        if self.prefix.len() > 256 {
+            return invalid("redis-prefix", "must be at most 256 characters");
         }
-        if !(1..=1_000_000).contains(&self.max_connections) {
-            return invalid("max-connections", "must be from 1 to 1000000");
+        if self
+            .grant_key
+            .as_ref()
+            .is_some_and(|k| k.expose().len() < MIN_GRANT_KEY_LEN)
+        {
+            return invalid("redis-grant-key", "must be at least 32 characters");
         }
-        if !(1..=100_000).contains(&self.max_upstream_requests) {
-            return invalid("max-upstream-requests", "must be from 1 to 100000");
+        if self.client_cert.is_some() && !self.urls.iter().all(|u| u.starts_with("rediss://")) {
+            return invalid("redis-cert-file", "is only for rediss:// URLs");
         }
-        if self.header_read_timeout.is_zero() {
-            return invalid("header-read-timeout", "must be more than 0s");
-        }
-        if self.upstream_retries > 10 {
-            return invalid("upstream-retries", "must be at most 10");
+        const CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        let (cert, key) = self.client_cert.as_ref().map(|(c, k)| (c, k)).unzip();
+        // What the files hold is never quoted: one of them is a secret.
+        for (name, path, marker, what) in [
+            (
+                "redis-ca-file",
+                self.ca_file.as_ref(),
+                CERTIFICATE,
+                "certificate",
+            ),
+            ("redis-cert-file", cert, CERTIFICATE, "certificate"),
+            (
+                "redis-key-file",
+                key,
+                &b"PRIVATE KEY-----"[..],
+                "private key",
+            ),
+        ] {
+            let Some(path) = path else { continue };
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::Invalid(format!("{name}: cannot read {}: {e}", path.display()))
+            })?;
+            if !pem.windows(marker.len()).any(|w| w == marker) {
+                return invalid(name, &format!("holds no PEM {what}"));
+            }
         }
         Ok(())
     }

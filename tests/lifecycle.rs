@@ -182,6 +182,135 @@ fn every_bad_configuration_fails_naming_what_was_wrong() {
     );
 }
 
+/// Runs the binary; it must exit with code 2 at once. Returns what it printed.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .expect("binary runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(2), "{args:?} {env:?}: {printed}");
+    printed
+}
+
+#[test]
+fn absurd_durations_sizes_and_counts_are_refused_at_start_naming_the_key() {
+    for (flag, value) in [
+        ("--stale-if-error", "2000years"),
+        ("--stale-if-error", "31days"),
+        ("--negative-ttl", "31days"),
+        ("--upstream-timeout", "500000000000years"),
+        ("--upstream-timeout", "2h"),
+        ("--connect-timeout", "1year"),
+        ("--header-read-timeout", "500000000000years"),
+        ("--shutdown-grace", "1000years"),
+        ("--max-capacity", "16EiB"),
+        ("--max-entry-size", "1GiB"),
+        ("--max-header-size", "1GiB"),
+        ("--max-request-body", "1TiB"),
+        ("--max-waiters", "100000000"),
+        ("--max-waiters-per-key", "100000000"),
+    ] {
+        let printed = refused(&[flag, value], &[]);
+        assert!(
+            printed.contains(flag.trim_start_matches("--")),
+            "{flag} {value}: {printed}"
+        );
+        assert!(
+            printed.contains("at most") || printed.contains(" to "),
+            "{printed}"
+        );
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_errors_or_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hunter2secret";
+    type Case = (Vec<String>, Vec<(&'static str, String)>);
+    let cases: Vec<Case> = vec![
+        (
+            vec![
+                "--upstream".into(),
+                format!("http://user:{secret}@exa mple.com"),
+            ],
+            vec![],
+        ),
+        (
+            vec![
+                "--upstream".into(),
+                format!("ftp://user:{secret}@example.com"),
+            ],
+            vec![],
+        ),
+        (
+            vec![
+                "--upstream".into(),
+                format!("https://example.com/?token={secret}"),
+            ],
+            vec![],
+        ),
+        (
+            vec![],
+            vec![(
+                "BAREMETAL_IMAGE_CACHE_UPSTREAM",
+                format!("http://u:{secret}@host"),
+            )],
+        ),
+        (
+            vec![],
+            vec![(
+                "BAREMETAL_IMAGE_CACHE_UPSTREAM",
+                format!("http://u:{secret}@ho st"),
+            )],
+        ),
+    ];
+    for (args, env) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let printed = refused(&args, &env);
+        assert!(printed.contains("upstream"), "{printed}");
+        assert!(!printed.contains(secret), "{args:?} {env:?}: {printed}");
+    }
+    // A key of the wrong type in the file, a secret one among them.
+    for text in [
+        "redis = \"redis://127.0.0.1:6379\"\nredis-grant-key = 987654321987654321\n",
+        "redis = 987654321987654321\n",
+    ] {
+        let file = dir.path().join("wrong-type.toml");
+        std::fs::write(&file, text).unwrap();
+        let printed = refused(&["--config", file.to_str().unwrap()], &[]);
+        assert!(printed.contains("redis"), "{printed}");
+        assert!(!printed.contains("987654321"), "{printed}");
+    }
+    // --help shows which variables are read, never what they hold.
+    let help = Command::new(BIN)
+        .arg("--help")
+        .env_clear()
+        .env(
+            "BAREMETAL_IMAGE_CACHE_UPSTREAM",
+            format!("https://u:{secret}@host"),
+        )
+        .env(
+            "BAREMETAL_IMAGE_CACHE_REDIS",
+            format!("redis://:{secret}@host"),
+        )
+        .env("BAREMETAL_IMAGE_CACHE_REDIS_GRANT_KEY", secret)
+        .env("BAREMETAL_IMAGE_CACHE_TTL", "5s")
+        .output()
+        .unwrap();
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("BAREMETAL_IMAGE_CACHE_UPSTREAM"), "{help}");
+    assert!(!help.contains(secret), "{help}");
+}
+
 #[test]
 fn the_example_configuration_is_valid_and_complete() {
     let path = concat!(
