@@ -123,6 +123,8 @@ pub struct Config {
     pub max_connections: usize,
     pub max_upstream_requests: usize,
     pub header_read_timeout: Duration,
+    /// Longest pause in a client's request body before the request is cut off (408).
+    pub request_body_timeout: Duration,
     pub upstream_retries: u32,
     /// The shared second tier; `None` runs a single-tier cache.
     pub redis: Option<RedisConfig>,
@@ -244,6 +246,7 @@ impl Default for Config {
             max_connections: 10_000,
             max_upstream_requests: 512,
             header_read_timeout: Duration::from_secs(10),
+            request_body_timeout: Duration::from_secs(10),
             upstream_retries: 2,
             redis: None,
         }
@@ -387,6 +390,9 @@ struct Cli {
     /// A request head must arrive within this; also the HTTP/1 idle keep-alive timeout [default: 10s]
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_HEADER_READ_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
     header_read_timeout: Option<Duration>,
+    /// Longest pause in a request body; past it: 408, and the upstream exchange is cut [default: 10s]
+    #[arg(long, env = "BAREMETAL_IMAGE_CACHE_REQUEST_BODY_TIMEOUT", value_name = "DURATION", value_parser = parse_duration, allow_hyphen_values = true)]
+    request_body_timeout: Option<Duration>,
     /// Retries of a GET whose upstream connection failed, with jittered backoff [default: 2]
     #[arg(long, env = "BAREMETAL_IMAGE_CACHE_UPSTREAM_RETRIES", value_name = "N")]
     upstream_retries: Option<u32>,
@@ -485,6 +491,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     max_upstream_requests: Option<usize>,
     header_read_timeout: Option<String>,
+    request_body_timeout: Option<String>,
     upstream_retries: Option<u32>,
     /// May carry a password: read as any value, so that a wrong type is refused without
     /// the value being quoted back (see [`secret_text`]).
@@ -533,6 +540,7 @@ const KEYS: &[&str] = &[
     "max-connections",
     "max-upstream-requests",
     "header-read-timeout",
+    "request-body-timeout",
     "upstream-retries",
     "redis",
     "redis-cluster",
@@ -822,6 +830,12 @@ fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
             file.header_read_timeout,
             "header-read-timeout",
             d.header_read_timeout,
+        )?,
+        request_body_timeout: duration(
+            cli.request_body_timeout,
+            file.request_body_timeout,
+            "request-body-timeout",
+            d.request_body_timeout,
         )?,
         upstream_retries: cli
             .upstream_retries

@@ -32,11 +32,13 @@
 //!   the proxy uses it.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod cache;
 pub mod coalesce;
 pub mod config;
+pub mod descriptors;
 pub mod fleet;
 pub mod logging;
 pub mod metrics;
@@ -45,6 +47,7 @@ pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod sim;
+pub mod upload;
 pub mod upstream;
 
 pub use config::Config;

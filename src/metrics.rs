@@ -394,14 +394,29 @@ pub enum Rejection {
     Waiters,
     /// `--max-request-body` exceeded.
     RequestBody,
+    /// A request body paused for longer than `--request-body-timeout`.
+    RequestBodyTimeout,
+    /// More request headers than `--max-headers` (HTTP/2; hyper answers HTTP/1's itself).
+    Headers,
+    /// A method, transfer coding or upgrade the proxy does not support.
+    NotImplemented,
+    /// A request target that is not a path.
+    Target,
+    /// The admin listener's connection cap reached.
+    AdminConnections,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 4] = [
+    pub const ALL: [Rejection; 9] = [
         Rejection::Connections,
         Rejection::UpstreamBusy,
         Rejection::Waiters,
         Rejection::RequestBody,
+        Rejection::RequestBodyTimeout,
+        Rejection::Headers,
+        Rejection::NotImplemented,
+        Rejection::Target,
+        Rejection::AdminConnections,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -410,6 +425,11 @@ impl Rejection {
             Rejection::UpstreamBusy => "upstream_busy",
             Rejection::Waiters => "waiters",
             Rejection::RequestBody => "request_body",
+            Rejection::RequestBodyTimeout => "request_body_timeout",
+            Rejection::Headers => "headers",
+            Rejection::NotImplemented => "not_implemented",
+            Rejection::Target => "target",
+            Rejection::AdminConnections => "admin_connections",
         }
     }
 }

@@ -7,7 +7,6 @@
 //! in the flight builds their response from the one published `FlightResult`.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,11 +16,12 @@ use http::header::{
     CONTENT_TYPE, ETAG, HOST, LAST_MODIFIED, RETRY_AFTER,
 };
 use http::{response, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
-use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use crate::admission::admit;
 use crate::auth::{CredentialHasher, Fingerprint};
 use crate::body::ProxyBody;
 use crate::cache::{removal_cause_label, EntryKind, Generation, ImageCache, Lookup, NewEntry};
@@ -31,7 +31,8 @@ use crate::fleet::{Accept, Claim, Fill, Fleet, SharedAnswer, Ticket};
 use crate::metrics::{InvalidationReason, Metrics, Rejection};
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::{classify, Route, IMAGES_PREFIX};
-use crate::upstream::{strip_hop_by_hop, BoxError, LimitedBody, Upstream, UpstreamError};
+use crate::upload::{receive, Received, UploadFailure, UploadLimits};
+use crate::upstream::{strip_hop_by_hop, BoxError, LimitedBody, Purpose, Upstream, UpstreamError};
 
 /// Header values for numbers below this are made once and shared.
 const PRECOMPUTED_NUMBERS: u64 = 4096;
@@ -117,7 +118,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     auth_mode: AuthMode,
     max_entry_size: usize,
-    max_request_body: u64,
+    upload_limits: UploadLimits,
+    max_headers: usize,
     refresh_ahead: u8,
     upstream_timeout: Duration,
     fleet: Option<Arc<Fleet>>,
@@ -173,7 +175,11 @@ impl Proxy {
             metrics,
             auth_mode: config.auth_mode,
             max_entry_size: usize::try_from(config.max_entry_size).unwrap_or(usize::MAX),
-            max_request_body: config.max_request_body,
+            upload_limits: UploadLimits {
+                max: config.max_request_body,
+                idle: config.request_body_timeout,
+            },
+            max_headers: config.max_headers,
             refresh_ahead: config.refresh_ahead,
             upstream_timeout: config.upstream_timeout,
             fleet,
@@ -229,6 +235,16 @@ impl Proxy {
         let request_id = debug
             .then(|| request.headers().get(&X_REQUEST_ID).cloned())
             .flatten();
+        if let Err(refusal) = admit(
+            request.method(),
+            request.uri(),
+            request.headers(),
+            self.max_headers,
+        ) {
+            self.metrics.rejected(refusal.rejection());
+            let (status, code, message) = refusal.answer();
+            return api_error(status, code, &message);
+        }
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let route = classify(request.method(), target);
         let route_index = route_index(&route);
@@ -615,7 +631,11 @@ impl Proxy {
             Ok(request) => request,
             Err(err) => return failed(err),
         };
-        let (response, slot) = match self.upstream.send(request, deadline, "image_get").await {
+        let (response, slot) = match self
+            .upstream
+            .send(request, deadline, "image_get", Purpose::Fill)
+            .await
+        {
             Ok(exchange) => (exchange.response, exchange.slot),
             Err(err) => return failed(err),
         };
@@ -859,7 +879,11 @@ impl Proxy {
             Ok(request) => request,
             Err(err) => return (error_response(&err), outcome),
         };
-        match self.upstream.send(request, deadline, "image_get").await {
+        match self
+            .upstream
+            .send(request, deadline, "image_get", Purpose::Fill)
+            .await
+        {
             Err(err) => (error_response(&err), outcome),
             Ok(exchange) => {
                 let (mut head_parts, rest) = exchange.response.into_parts();
@@ -889,16 +913,35 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
-    fn body_too_large(&self) -> Response<ProxyBody> {
-        self.metrics.rejected(Rejection::RequestBody);
-        api_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            8,
-            &format!(
-                "the request body is larger than the proxy's limit of {} bytes",
-                self.max_request_body
-            ),
-        )
+    /// The answer to a request whose body the proxy would not pass on.
+    fn upload_refused(&self, failure: UploadFailure) -> Response<ProxyBody> {
+        match failure {
+            UploadFailure::TooLarge => {
+                self.metrics.rejected(Rejection::RequestBody);
+                api_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    8,
+                    &format!(
+                        "the request body is larger than the proxy's limit of {} bytes",
+                        self.upload_limits.max
+                    ),
+                )
+            }
+            UploadFailure::Stalled => {
+                self.metrics.rejected(Rejection::RequestBodyTimeout);
+                api_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    4,
+                    &format!(
+                        "the request body paused for longer than {}",
+                        humantime::format_duration(self.upload_limits.idle)
+                    ),
+                )
+            }
+            UploadFailure::Broken => {
+                api_error(StatusCode::BAD_REQUEST, 3, "the request body broke off")
+            }
+        }
     }
 
     /// Passes a request through, streamed both ways. A 401 ends every grant the caller's
@@ -930,8 +973,8 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(HOST);
         let request_id = request_id_of(&parts.headers).to_string();
-        if content_length(&parts.headers).is_some_and(|len| len > self.max_request_body) {
-            return self.body_too_large();
+        if content_length(&parts.headers).is_some_and(|len| len > self.upload_limits.max) {
+            return self.upload_refused(UploadFailure::TooLarge);
         }
         let who = self.hasher.fingerprint(&parts.headers);
         let mutation = mutated.map(|id| {
@@ -941,42 +984,34 @@ impl Proxy {
                 .and_then(|f| f.reader(&id, &parts.headers));
             (id, reader)
         });
-        // Streamed, never buffered: the limit is enforced as the bytes go by, and noted so
-        // that the failed exchange is answered 413 rather than 502.
-        let exceeded = Arc::new(AtomicBool::new(false));
-        let body = {
-            let exceeded = exceeded.clone();
-            Limited::new(body, self.max_request_body as usize).map_err(move |e| {
-                if e.is::<LengthLimitError>() {
-                    exceeded.store(true, Ordering::Relaxed);
-                }
-                e
-            })
+        // A small body is read whole before anything goes upstream, so a client that
+        // stalls holds no upstream slot; a big one streams under the same limits.
+        let body = match receive(body, self.upload_limits).await {
+            Ok(Received::Whole(bytes)) => Full::new(bytes).map_err(|never| match never {}).boxed(),
+            Ok(Received::Streaming(stream)) => stream.map_err(BoxError::from).boxed(),
+            Err(failure) => return self.upload_refused(failure),
         };
-        let mut upstream_request = Request::new(body.boxed());
+        let mut upstream_request = Request::new(body);
         *upstream_request.method_mut() = parts.method;
         *upstream_request.uri_mut() = uri;
         *upstream_request.headers_mut() = parts.headers;
         let started = Instant::now();
-        let result = self.upstream.send(upstream_request, deadline, route).await;
-        let too_large = exceeded.load(Ordering::Relaxed)
-            || matches!(result, Err(UpstreamError::RequestBodyTooLarge));
+        let result = self
+            .upstream
+            .send(upstream_request, deadline, route, Purpose::Forward)
+            .await;
         if let (Ok(exchange), Some(who)) = (&result, who) {
             if exchange.response.status() == StatusCode::UNAUTHORIZED {
                 self.cache.refuse_credential(who);
             }
         }
         if let Some((id, reader)) = mutation {
-            let effect = if too_large {
-                MutationEffect::NotApplied
-            } else {
-                MutationEffect::of(result.as_ref().map(|e| e.response.status()))
-            };
+            let effect = MutationEffect::of(result.as_ref().map(|e| e.response.status()));
             self.mutation_answered(&id, who, reader, effect).await;
         }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match result {
-            Err(_) if too_large => self.body_too_large(),
+            Err(UpstreamError::Upload(failure)) => self.upload_refused(failure),
             Err(err) => {
                 tracing::info!(route, request_id, error = %err, kind = err.kind(), elapsed_ms, "upstream request failed");
                 error_response(&err)
@@ -1064,7 +1099,7 @@ impl MutationEffect {
                 UpstreamError::Connect(_)
                 | UpstreamError::Tls(_)
                 | UpstreamError::Busy
-                | UpstreamError::RequestBodyTooLarge,
+                | UpstreamError::Upload(_),
             ) => MutationEffect::NotApplied,
             Err(UpstreamError::Timeout(_) | UpstreamError::Body(_)) => MutationEffect::Unknown,
         }

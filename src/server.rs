@@ -14,11 +14,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::admin::Admin;
 use crate::config::{redacted_url, Config};
+use crate::descriptors::{self, ADMIN_MAX_CONNECTIONS, MAX_REFUSALS};
 use crate::metrics::{Metrics, Rejection};
 use crate::proxy::Proxy;
 use crate::upstream::BoxError;
@@ -34,6 +35,9 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
 const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a refused connection waits for the client's request head before answering.
+const REFUSAL_HEAD_WAIT: Duration = Duration::from_millis(100);
+
 /// How long a refused connection gets to take its 503.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -44,17 +48,33 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// resolves; then stops accepting, lets in-flight requests finish within the grace period,
 /// and returns.
 pub async fn run(
-    config: Config,
+    mut config: Config,
     listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
+    let budget = descriptors::plan(config.max_connections, config.max_upstream_requests);
+    config.max_connections = budget.max_connections;
+    config.max_upstream_requests = budget.max_upstream_requests;
     let metrics = Arc::new(Metrics::new(config.max_capacity)?);
-    let proxy = Proxy::new(&config, metrics)?;
+    let proxy = Proxy::new(&config, metrics.clone())?;
     let ready = Arc::new(AtomicBool::new(false));
     let admin = Admin::new(proxy.clone(), ready.clone());
     let builder = Arc::new(connection_builder(&config));
-    let connections = Arc::new(Semaphore::new(config.max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+    let proxy_gate = Gate {
+        slots: Arc::new(Semaphore::new(config.max_connections)),
+        refusals: refusals.clone(),
+        rejection: Rejection::Connections,
+        metrics: metrics.clone(),
+    };
+    let admin_gate = Gate {
+        slots: Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
+        refusals,
+        rejection: Rejection::AdminConnections,
+        metrics,
+    };
+    let first_byte_timeout = config.header_read_timeout;
     let graceful = GracefulShutdown::new();
 
     tracing::info!(
@@ -75,9 +95,8 @@ pub async fn run(
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
                 let Some(stream) = accepted_stream(accepted).await else { continue };
-                let Ok(permit) = connections.clone().try_acquire_owned() else {
-                    proxy.metrics().rejected(Rejection::Connections);
-                    tokio::spawn(refuse_connection(stream));
+                let Some(permit) = proxy_gate.enter() else {
+                    proxy_gate.refuse(stream);
                     continue;
                 };
                 let proxy = proxy.clone();
@@ -87,11 +106,7 @@ pub async fn run(
                 });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
-                let first_byte_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
-                    // hyper's header timer only starts once it reads a request head, after
-                    // sniffing HTTP/1 from HTTP/2, which has no timer: a client that sends
-                    // nothing, or a stalled prefix of the HTTP/2 preface, is cut off here.
                     if !protocol_known(&stream, first_byte_timeout).await {
                         return;
                     }
@@ -105,7 +120,7 @@ pub async fn run(
             accepted = admin_listener.accept() => {
                 let Some(stream) = accepted_stream(accepted).await else { continue };
                 // Admin connections are not drained: they must keep answering during the drain.
-                tokio::spawn(serve_admin(&builder, stream, &admin));
+                admin_gate.serve_admin(&builder, stream, &admin, first_byte_timeout);
             }
         }
     }
@@ -130,11 +145,68 @@ pub async fn run(
             }
             accepted = admin_listener.accept() => {
                 let Some(stream) = accepted_stream(accepted).await else { continue };
-                tokio::spawn(serve_admin(&builder, stream, &admin));
+                admin_gate.serve_admin(&builder, stream, &admin, first_byte_timeout);
             }
         }
     }
     Ok(())
+}
+
+/// A listener's cap on connections, and what a connection past it gets.
+struct Gate {
+    slots: Arc<Semaphore>,
+    /// Shared by the listeners: refusals under way.
+    refusals: Arc<Semaphore>,
+    rejection: Rejection,
+    metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    /// A slot for a new connection, held while it is served; `None` past the cap.
+    fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.slots.clone().try_acquire_owned().ok()
+    }
+
+    /// Turns away a connection past the cap, counted: a short 503 while few refusals are
+    /// under way (each takes a descriptor for up to a second), else a plain close.
+    fn refuse(&self, stream: TcpStream) {
+        self.metrics.rejected(self.rejection);
+        if let Ok(refusing) = self.refusals.clone().try_acquire_owned() {
+            tokio::spawn(async move {
+                refuse_connection(stream).await;
+                drop(refusing);
+            });
+        }
+    }
+
+    /// Serves one admin connection, under the same first-byte and header deadlines as the
+    /// proxy's and within the admin cap.
+    fn serve_admin(
+        &self,
+        builder: &Arc<auto::Builder<TokioExecutor>>,
+        stream: TcpStream,
+        admin: &Arc<Admin>,
+        first_byte_timeout: Duration,
+    ) {
+        let Some(permit) = self.enter() else {
+            self.refuse(stream);
+            return;
+        };
+        let admin = admin.clone();
+        let service = service_fn(move |request| {
+            let admin = admin.clone();
+            async move { Ok::<_, Infallible>(admin.handle(request).await) }
+        });
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            if protocol_known(&stream, first_byte_timeout).await {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+            drop(permit);
+        });
+    }
 }
 
 /// The HTTP/1 and HTTP/2 server settings: limits on request heads and streams, and the
@@ -193,36 +265,38 @@ async fn protocol_known(stream: &tokio::net::TcpStream, timeout: Duration) -> bo
     }
 }
 
-/// Past `--max-connections`: a short 503 in the API's error shape, then close. Written by
-/// hand because no HTTP connection is served for it.
-async fn refuse_connection(mut stream: tokio::net::TcpStream) {
-    use tokio::io::AsyncWriteExt;
+/// Past a connection cap: a short 503 in the API's error shape, then close. Written by hand
+/// because no HTTP connection is served for it. What the client has sent of its request
+/// head (within [`REFUSAL_HEAD_WAIT`]) is read first, so that a client still sending does
+/// not take the answer for a protocol error and closing does not reset the connection
+/// before the answer is read; a client that sends nothing gets the answer all the same.
+async fn refuse_connection(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const BODY: &str =
         r#"{"code":14,"message":"too many client connections; retry shortly","details":[]}"#;
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
         BODY.len()
     );
+    let mut head = [0u8; 8192];
+    let mut read = 0;
+    let _ = tokio::time::timeout(REFUSAL_HEAD_WAIT, async {
+        while read < head.len() && !head[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut head[read..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
     let _ =
         tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(response.as_bytes())).await;
     let _ = stream.shutdown().await;
-}
-
-fn serve_admin(
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    stream: tokio::net::TcpStream,
-    admin: &Arc<Admin>,
-) -> impl Future<Output = ()> + Send + 'static {
-    let admin = admin.clone();
-    let service = service_fn(move |request| {
-        let admin = admin.clone();
-        async move { Ok::<_, Infallible>(admin.handle(request).await) }
-    });
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .into_owned();
-    async move {
-        let _ = connection.await;
+    // Whatever else has arrived (a body) is taken, without waiting for more.
+    while let Ok(n) = stream.try_read(&mut head) {
+        if n == 0 {
+            break;
+        }
     }
 }
 

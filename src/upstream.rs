@@ -26,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::body::ProxyBody;
 use crate::config::{Config, UpstreamUrl};
 use crate::metrics::{Metrics, Rejection};
+use crate::upload::UploadFailure;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -48,9 +49,9 @@ pub enum UpstreamError {
     Body(String),
     /// `--max-upstream-requests` exchanges are already under way: not sent at all.
     Busy,
-    /// The client's request body went over `--max-request-body` while it was being sent:
-    /// the client's fault, not the upstream's.
-    RequestBodyTooLarge,
+    /// The client's request body failed while it was being sent (over the limit, stalled,
+    /// broken): the client's fault, not the upstream's.
+    Upload(UploadFailure),
 }
 
 impl UpstreamError {
@@ -62,7 +63,7 @@ impl UpstreamError {
             UpstreamError::Timeout(_) => "timeout",
             UpstreamError::Body(_) => "body",
             UpstreamError::Busy => "busy",
-            UpstreamError::RequestBodyTooLarge => "request_body",
+            UpstreamError::Upload(_) => "request_body",
         }
     }
 
@@ -71,7 +72,9 @@ impl UpstreamError {
         match self {
             UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, 4),
             UpstreamError::Busy => (StatusCode::SERVICE_UNAVAILABLE, 14),
-            UpstreamError::RequestBodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, 8),
+            UpstreamError::Upload(UploadFailure::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, 8),
+            UpstreamError::Upload(UploadFailure::Stalled) => (StatusCode::REQUEST_TIMEOUT, 4),
+            UpstreamError::Upload(UploadFailure::Broken) => (StatusCode::BAD_REQUEST, 3),
             _ => (StatusCode::BAD_GATEWAY, 14),
         }
     }
@@ -91,9 +94,7 @@ impl fmt::Display for UpstreamError {
             UpstreamError::Busy => {
                 f.write_str("too many requests are already waiting for the upstream; retry shortly")
             }
-            UpstreamError::RequestBodyTooLarge => {
-                f.write_str("the request body is larger than the proxy's limit")
-            }
+            UpstreamError::Upload(failure) => write!(f, "{failure}"),
         }
     }
 }
@@ -110,15 +111,32 @@ pub enum LimitedBody {
     },
 }
 
+/// Which upstream capacity an exchange may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// An Image.Get fetch: the shared slots, then the ones kept for fills.
+    Fill,
+    /// A request passed through: the shared slots only, so that pass-through traffic
+    /// (slow uploads, a hung route) can never leave the cache unable to fill.
+    Forward,
+}
+
 /// The upstream API client.
 pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, RequestBody>,
     base: UpstreamUrl,
     timeout: Duration,
     metrics: Arc<Metrics>,
-    /// One permit per exchange under way, held until its body is read or streamed.
-    slots: Arc<Semaphore>,
+    /// One permit per exchange under way, held until its body is read or streamed:
+    /// `shared` for any exchange, `fills` for Image.Get fetches only.
+    shared: Arc<Semaphore>,
+    fills: Arc<Semaphore>,
     retries: u32,
+}
+
+/// The part of `--max-upstream-requests` kept for Image.Get fills: a quarter (rounded down).
+pub fn fill_reserve(max_upstream_requests: usize) -> usize {
+    max_upstream_requests / 4
 }
 
 /// An upstream response and the concurrency slot it holds until it is dropped.
@@ -166,7 +184,10 @@ impl Upstream {
             base: config.upstream.clone(),
             timeout: config.upstream_timeout,
             metrics,
-            slots: Arc::new(Semaphore::new(config.max_upstream_requests)),
+            shared: Arc::new(Semaphore::new(
+                config.max_upstream_requests - fill_reserve(config.max_upstream_requests),
+            )),
+            fills: Arc::new(Semaphore::new(fill_reserve(config.max_upstream_requests))),
             retries: config.upstream_retries,
         })
     }
@@ -198,10 +219,21 @@ impl Upstream {
         mut request: Request<RequestBody>,
         deadline: Instant,
         route: &'static str,
+        purpose: Purpose,
     ) -> Result<Exchange, UpstreamError> {
-        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            self.metrics.rejected(Rejection::UpstreamBusy);
-            return Err(UpstreamError::Busy);
+        let slot = match (self.shared.clone().try_acquire_owned(), purpose) {
+            (Ok(slot), _) => slot,
+            (Err(_), Purpose::Fill) => match self.fills.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    self.metrics.rejected(Rejection::UpstreamBusy);
+                    return Err(UpstreamError::Busy);
+                }
+            },
+            (Err(_), Purpose::Forward) => {
+                self.metrics.rejected(Rejection::UpstreamBusy);
+                return Err(UpstreamError::Busy);
+            }
         };
         let retry_template = (self.retries > 0
             && (request.method() == Method::GET || request.method() == Method::HEAD)
@@ -223,6 +255,19 @@ impl Upstream {
             .await
             {
                 Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+                Ok(Ok(response)) if response.status().is_informational() => {
+                    // hyper hands over a 101 (no other 1xx is final); the API has no
+                    // upgrades, and relaying one would hand the client a raw connection.
+                    self.metrics.upstream_answered(
+                        route,
+                        response.status().as_u16(),
+                        started.elapsed(),
+                    );
+                    Err(UpstreamError::Body(format!(
+                        "the upstream answered {}, which the proxy does not relay",
+                        response.status()
+                    )))
+                }
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(e)) => Err(classify_client_error(&e)),
             };
@@ -236,7 +281,7 @@ impl Upstream {
                     return Ok(Exchange { response, slot });
                 }
                 Err(err) => {
-                    if !matches!(err, UpstreamError::RequestBodyTooLarge) {
+                    if !matches!(err, UpstreamError::Upload(_)) {
                         self.metrics.upstream_failed(err.kind());
                     }
                     let backoff = jittered(RETRY_BACKOFF * 2u32.saturating_pow(attempt));
@@ -329,8 +374,8 @@ fn jittered(base: Duration) -> Duration {
 }
 
 fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    if caused_by::<http_body_util::LengthLimitError>(e) {
-        return UpstreamError::RequestBodyTooLarge;
+    if let Some(failure) = cause_of::<UploadFailure>(e) {
+        return UpstreamError::Upload(*failure);
     }
     if caused_by::<rustls::Error>(e) {
         return UpstreamError::Tls(describe(e));
@@ -344,14 +389,19 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError
 
 /// Whether an error of type `E` is anywhere in the chain.
 fn caused_by<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
+    cause_of::<E>(e).is_some()
+}
+
+/// The first error of type `E` in the chain.
+fn cause_of<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a E> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(e);
     while let Some(err) = current {
-        if err.is::<E>() {
-            return true;
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
         }
         current = cause(err);
     }
-    false
+    None
 }
 
 /// The next error in the chain. `io::Error::source` skips the error it wraps (and rustls

@@ -608,3 +608,217 @@ async fn each_credential_refreshes_before_its_own_grant_runs_out() {
     );
     h.stop().await;
 }
+
+// ---- hardening: admin listener, uploads, request heads ----------------------------------
+
+/// Reads from `stream` until it is closed or `within` passes; what was read, and whether it
+/// was closed.
+async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String, bool) {
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(within, stream.read_to_end(&mut answer))
+        .await
+        .is_ok();
+    (String::from_utf8_lossy(&answer).into_owned(), closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_listener_caps_connections_and_closes_idle_ones() {
+    let h = Harness::with_config(config(|c| {
+        c.header_read_timeout = Duration::from_millis(500)
+    }))
+    .await;
+    // 40 connections that send nothing, one stalled in the HTTP/2 preface.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(TcpStream::connect(h.admin).await.unwrap());
+    }
+    let mut preface = TcpStream::connect(h.admin).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    idle.push(preface);
+    let mut refused = 0;
+    for stream in &mut idle {
+        let (answer, closed) = read_until_closed(stream, Duration::from_secs(5)).await;
+        assert!(closed, "an idle admin connection was kept open");
+        if answer.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused,
+        41 - 32,
+        "past the cap of 32, connections get a 503"
+    );
+    assert_eq!(
+        metric(&h, "rejected_total{reason=\"admin_connections\"}").await,
+        9.0
+    );
+    assert_eq!(h.get(IMG, Some(ALICE)).await.status, StatusCode::OK);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_uploads_hold_no_upstream_slot_and_get_408() {
+    let h = Harness::with_config(config(|c| {
+        c.max_upstream_requests = 16;
+        c.request_body_timeout = Duration::from_secs(1);
+    }))
+    .await;
+    // Sixteen anonymous POSTs that send one byte of a 1,000-byte body, then nothing.
+    let mut stalled = Vec::new();
+    for _ in 0..16 {
+        let mut stream = TcpStream::connect(h.addr).await.unwrap();
+        stream
+            .write_all(b"POST /baremetal/v1alpha/images HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            .await
+            .unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let miss = h.get(IMG, Some(ALICE)).await;
+    assert_eq!(miss.status, StatusCode::OK, "{:?}", miss.body);
+    assert_eq!(miss.x_cache(), "MISS");
+    for stream in &mut stalled {
+        let (answer, _) = read_until_closed(stream, Duration::from_secs(10)).await;
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+        assert!(answer.contains(r#""code":4"#), "{answer:?}");
+    }
+    assert_eq!(h.sim.count("POST", "/baremetal/v1alpha/images"), 0);
+    assert_eq!(
+        metric(&h, "rejected_total{reason=\"request_body_timeout\"}").await,
+        16.0
+    );
+    // A big body is streamed; when it stalls half-way the exchange is cut at the deadline.
+    let mut big = TcpStream::connect(h.addr).await.unwrap();
+    big.write_all(
+        b"POST /baremetal/v1alpha/images HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    big.write_all(&[b' '; 100_000]).await.unwrap();
+    let started = Instant::now();
+    let (answer, closed) = read_until_closed(&mut big, Duration::from_secs(10)).await;
+    assert!(closed && answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_through_cannot_take_the_upstream_capacity_kept_for_fills() {
+    let h = Arc::new(Harness::with_config(config(|c| c.max_upstream_requests = 4)).await);
+    // Pass-through requests that the upstream never answers.
+    h.sim
+        .set_fault(FaultScope::Image(IMG.into()), Fault::Hang, None);
+    let target = format!("{}?view=full", image_path(IMG));
+    let mut hanging = Vec::new();
+    for _ in 0..3 {
+        let (h, target) = (h.clone(), target.clone());
+        hanging.push(tokio::spawn(async move {
+            h.call(Method::GET, &target, Some(ALICE), &[]).await
+        }));
+    }
+    h.until_upstream_saw(3).await;
+    let fourth = h.call(Method::GET, &target, Some(ALICE), &[]).await;
+    assert_eq!(fourth.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(fourth.json()["code"], 14);
+    // A miss still has the quarter kept for fills.
+    let miss = h.get(IMG2, Some(ALICE)).await;
+    assert_eq!(miss.status, StatusCode::OK);
+    assert_eq!(miss.x_cache(), "MISS");
+    for task in hanging {
+        task.abort();
+    }
+}
+
+#[tokio::test]
+async fn too_many_headers_over_http2_get_431_as_over_http1() {
+    let h = Harness::with_config(config(|_| {})).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut request = Request::get(format!("http://{}{}", h.addr, image_path(IMG)))
+        .header("authorization", format!("Bearer {ALICE}"));
+    for i in 0..150 {
+        request = request.header(format!("x-extra-{i}"), "1");
+    }
+    let reply = send(&client, request.body(Full::new(Bytes::new())).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(reply.json()["code"], 3);
+    assert_eq!(h.sim.request_count(), 0);
+    assert_eq!(metric(&h, "rejected_total{reason=\"headers\"}").await, 1.0);
+    // HTTP/1, as before: hyper's own 431.
+    let mut head = format!("GET {} HTTP/1.1\r\nHost: x\r\n", image_path(IMG));
+    for i in 0..150 {
+        head.push_str(&format!("x-extra-{i}: 1\r\n"));
+    }
+    head.push_str("\r\n");
+    assert!(raw(&h, head.as_bytes()).await.starts_with("HTTP/1.1 431"));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn methods_targets_codings_and_upgrades_the_api_has_not_are_refused_not_forwarded() {
+    let h = Harness::with_config(config(|_| {})).await;
+    for (request, status) in [
+        (&b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n"[..], "501"),
+        (b"TRACE /baremetal/v1alpha/zones HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "501"),
+        (b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "400"),
+        (
+            b"POST /baremetal/v1alpha/images HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            "501",
+        ),
+        (
+            b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            "501",
+        ),
+    ] {
+        let answer = raw(&h, request).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{}: {answer:?}",
+            String::from_utf8_lossy(request)
+        );
+        assert!(answer.contains(r#""code":"#), "{answer:?}");
+    }
+    assert_eq!(h.sim.request_count(), 0, "none of it went upstream");
+    assert_eq!(
+        metric(&h, "rejected_total{reason=\"not_implemented\"}").await,
+        4.0
+    );
+    // An h2c upgrade offer (curl --http2 on http://) is ignored: answered over HTTP/1.1.
+    let answer = raw(
+        &h,
+        format!(
+            "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n",
+            image_path(IMG)
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_switching_protocols_is_not_relayed() {
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\nraw bytes of another protocol")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let h = Harness::start_against(simulator(), &format!("http://{addr}"), config(|_| {})).await;
+    for target in ["/baremetal/v1alpha/zones".to_string(), image_path(IMG)] {
+        let reply = h.call(Method::GET, &target, Some(ALICE), &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{target}");
+        assert_eq!(reply.json()["code"], 14);
+    }
+    h.stop().await;
+}

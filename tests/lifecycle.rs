@@ -574,3 +574,91 @@ async fn text_logs_into_a_pipe_carry_no_colour_codes() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_low_descriptor_limit_an_overloaded_proxy_answers_503_instead_of_hanging() {
+    let sim = simulator();
+    let upstream = sim.clone().spawn().await.unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    // `ulimit -n` lowers the hard limit too, so the proxy cannot raise it back.
+    let mut child = Child(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -n 256 && exec {BIN} --listen {listen} --admin-listen {admin} \
+                 --upstream http://{upstream} --header-read-timeout 30s"
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut ready = false;
+    for _ in 0..500 {
+        let probe = Request::get(format!("http://{admin}/readyz"))
+            .body(Default::default())
+            .unwrap();
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), client.request(probe)).await
+        {
+            ready = r.status() == StatusCode::OK;
+            if ready {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "the proxy never became ready");
+    // 300 idle connections: more than 256 descriptors could hold.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(&listen).await.unwrap());
+    }
+    // A new client is never left hanging: it is answered, or closed while the proxy is busy
+    // refusing the idle ones, and soon gets the documented 503.
+    let mut refused = false;
+    for _ in 0..50 {
+        let request = Request::get(format!("http://{listen}/baremetal/v1alpha/zones"))
+            .body(Default::default())
+            .unwrap();
+        let fresh =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let answered = tokio::time::timeout(Duration::from_secs(5), fresh.request(request))
+            .await
+            .expect("answered or closed, not left hanging");
+        if let Ok(reply) = answered {
+            assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(reply.headers()["retry-after"], "1");
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "no 503 came");
+    let scrape = common::send(
+        &client,
+        Request::get(format!("http://{admin}/metrics"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&scrape.body).into_owned();
+    let rejected = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("baremetal_image_cache_rejected_total{reason=\"connections\"} ")
+        })
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(rejected >= 150.0, "{rejected} connections refused");
+    drop(idle);
+    let lines = stop_and_read_logs(&mut child).await;
+    assert!(
+        lines.iter().any(|l| l.contains("descriptor limit")),
+        "the smaller caps are announced: {lines:?}"
+    );
+}
