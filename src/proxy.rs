@@ -1327,10 +1327,23 @@ fn with_body(mut response: Response<ProxyBody>, body: Bytes, head: bool) -> Resp
     response
 }
 
+/// The API's error body, its fields in the API's order.
+#[derive(serde::Serialize)]
+struct ApiErrorBody<'a> {
+    code: u32,
+    message: &'a str,
+    details: [(); 0],
+}
+
 /// An error made by the proxy itself, in the API's own shape.
 pub fn api_error(status: StatusCode, code: u32, message: &str) -> Response<ProxyBody> {
-    let body = serde_json::json!({ "code": code, "message": message, "details": [] });
-    let mut response = Response::new(ProxyBody::full(Bytes::from(body.to_string())));
+    let body = serde_json::to_vec(&ApiErrorBody {
+        code,
+        message,
+        details: [],
+    })
+    .unwrap_or_default();
+    let mut response = Response::new(ProxyBody::full(Bytes::from(body)));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -1373,6 +1386,20 @@ mod tests {
         assert!(image_state(br#"{"id":"ly5a","status":"READY""#).is_none());
         assert!(image_state(b"[1,2]").is_none());
         assert!(image_state(br#"{"id":"ly5a"} trailing"#).is_none());
+    }
+
+    #[test]
+    fn errors_have_the_apis_shape_in_its_order() {
+        let body = serde_json::to_string(&ApiErrorBody {
+            code: 14,
+            message: "a \"quoted\" message",
+            details: [],
+        })
+        .unwrap();
+        assert_eq!(
+            body,
+            r#"{"code":14,"message":"a \"quoted\" message","details":[]}"#
+        );
     }
 
     #[test]
