@@ -10,20 +10,20 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
-use crate::body::ProxyBody;
+use crate::flow::Flow;
+use crate::http::{api_error, ProxyBody};
 use crate::metrics::InvalidationReason;
-use crate::proxy::{api_error, Proxy};
 use crate::route::is_valid_image_id;
 
 /// What the admin endpoints act on.
 pub struct Admin {
-    proxy: Arc<Proxy>,
+    flow: Arc<Flow>,
     ready: Arc<AtomicBool>,
 }
 
 impl Admin {
-    pub fn new(proxy: Arc<Proxy>, ready: Arc<AtomicBool>) -> Arc<Admin> {
-        Arc::new(Admin { proxy, ready })
+    pub fn new(flow: Arc<Flow>, ready: Arc<AtomicBool>) -> Arc<Admin> {
+        Arc::new(Admin { flow, ready })
     }
 
     pub async fn handle<B>(self: Arc<Self>, request: Request<B>) -> Response<ProxyBody> {
@@ -40,7 +40,7 @@ impl Admin {
             }
             (&Method::GET, "/metrics") => self.metrics().await,
             (&Method::DELETE, "/cache") => {
-                let purged = self.proxy.purge_all().await;
+                let purged = self.flow.purge_all().await;
                 tracing::info!(purged, "cache purged");
                 json(serde_json::json!({ "purged": purged }))
             }
@@ -49,7 +49,7 @@ impl Admin {
                 if !is_valid_image_id(id) {
                     return api_error(StatusCode::BAD_REQUEST, 3, "not an image ID: expected [a-z][a-z0-9]*, at most 64 characters");
                 }
-                let purged = u64::from(self.proxy.invalidate(id, InvalidationReason::Purge).await);
+                let purged = u64::from(self.flow.invalidate(id, InvalidationReason::Purge).await);
                 tracing::info!(purged, "image purged");
                 json(serde_json::json!({ "purged": purged }))
             }
@@ -61,8 +61,8 @@ impl Admin {
 
     /// The Prometheus scrape, with the gauges settled first.
     async fn metrics(&self) -> Response<ProxyBody> {
-        self.proxy.refresh_gauges().await;
-        match self.proxy.metrics().encode() {
+        self.flow.refresh_gauges().await;
+        match self.flow.metrics().encode() {
             Ok(text) => {
                 let mut response = Response::new(ProxyBody::full(Bytes::from(text)));
                 response.headers_mut().insert(

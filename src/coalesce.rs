@@ -10,14 +10,17 @@
 //! rest join it, instead of the whole crowd going upstream.
 //!
 //! Waiters are capped per key and in total; past a cap `join` refuses with [`Overloaded`].
+//!
+//! [`Ending`] names how a fetch ended for those who waited on it; the fleet tier's lease
+//! uses the same words for the instances that wait on one instance's fetch.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 struct Flight<V> {
     result: watch::Receiver<Option<Arc<V>>>,
@@ -59,6 +62,20 @@ pub struct Publisher<K: Hash + Eq + Clone, V> {
 pub struct Subscription<V> {
     result: watch::Receiver<Option<Arc<V>>>,
     counted: Option<(Arc<Flight<V>>, Arc<AtomicUsize>)>,
+}
+
+/// How a fetch ended for the requests (or, across the fleet, the instances) that waited on
+/// it, and so what they do next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// With an answer they may all be given: they take it.
+    Shared,
+    /// With nothing they could be given (too big to hold, not theirs to see, changed
+    /// meanwhile): each fetches on its own at once, rather than queue behind another.
+    NotShareable,
+    /// Without an answer (a failure, or the leader went away): exactly one of them takes
+    /// over, so an ailing upstream is not asked by the whole crowd at once.
+    Failed,
 }
 
 /// How waiting ended.
@@ -163,8 +180,7 @@ impl<K: Hash + Eq + Clone, V> Drop for Publisher<K, V> {
 impl<V> Subscription<V> {
     /// Waits for the flight's result until `deadline`.
     pub async fn wait(mut self, deadline: Instant) -> Wait<V> {
-        let waited =
-            tokio::time::timeout_at(deadline.into(), self.result.wait_for(Option::is_some));
+        let waited = tokio::time::timeout_at(deadline, self.result.wait_for(Option::is_some));
         match waited.await {
             Err(_) => Wait::TimedOut,
             Ok(Err(_)) => Wait::Abandoned,
@@ -262,17 +278,28 @@ mod tests {
         assert_eq!(c.waiters(), 0);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn each_waiter_has_its_own_deadline() {
         let c: Arc<Coalescer<&str, u32>> = Coalescer::new(10, 10);
-        let Ok(Joined::Leader(_publisher, _)) = c.join("k") else {
+        let Ok(Joined::Leader(publisher, _)) = c.join("k") else {
             panic!()
         };
-        let Ok(Joined::Waiter(w)) = c.join("k") else {
+        let Ok(Joined::Waiter(early)) = c.join("k") else {
             panic!()
         };
-        let r = w.wait(Instant::now() + Duration::from_millis(20)).await;
-        assert!(matches!(r, Wait::TimedOut));
+        let Ok(Joined::Waiter(late)) = c.join("k") else {
+            panic!()
+        };
+        let start = Instant::now();
+        let early = tokio::spawn(early.wait(start + Duration::from_secs(1)));
+        let late = tokio::spawn(late.wait(start + Duration::from_secs(10)));
+        // The leader publishes at 5 s: the first waiter has given up by then, the second
+        // gets the result. (The clock is paused: no real time passes.)
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        publisher.publish(9);
+        assert!(matches!(early.await.unwrap(), Wait::TimedOut));
+        assert!(matches!(late.await.unwrap(), Wait::Done(v) if *v == 9));
+        assert_eq!(Instant::now() - start, Duration::from_secs(5));
         assert_eq!(c.waiters(), 0);
     }
 }

@@ -32,22 +32,23 @@
 //!   the proxy uses it.
 
 pub mod admin;
-pub mod admission;
 pub mod auth;
-pub mod body;
 pub mod cache;
 pub mod coalesce;
 pub mod config;
 pub mod descriptors;
+pub mod error;
 pub mod fleet;
+pub mod flow;
+pub mod http;
+pub mod image;
 pub mod logging;
 pub mod metrics;
 pub mod outcome;
-pub mod proxy;
+pub mod rest;
 pub mod route;
 pub mod server;
 pub mod sim;
-pub mod upload;
 pub mod upstream;
 
 pub use config::Config;

@@ -12,7 +12,7 @@ pub const CACHE_NAME: &str = "baremetal-image-cache";
 const PRECOMPUTED_TTLS: i64 = 4096;
 
 fn hit_cache_status(ttl: i64) -> HeaderValue {
-    Outcome::hit(ttl).format_cache_status()
+    Outcome::hit(ttl, 0).format_cache_status()
 }
 
 /// How an Image.Get request was answered.
@@ -89,10 +89,12 @@ pub struct Outcome {
     pub coalesced: bool,
     /// Remaining freshness of the entry served, in seconds (negative when stale).
     pub ttl: Option<i64>,
+    /// Seconds since the upstream produced the entry served (the `Age` header).
+    pub age: Option<u64>,
 }
 
 impl Outcome {
-    pub fn hit(ttl: i64) -> Outcome {
+    pub fn hit(ttl: i64, age: u64) -> Outcome {
         Outcome {
             result: CacheResult::Hit,
             forward: None,
@@ -100,6 +102,7 @@ impl Outcome {
             stored: false,
             coalesced: false,
             ttl: Some(ttl),
+            age: Some(age),
         }
     }
 
@@ -111,6 +114,7 @@ impl Outcome {
             stored: false,
             coalesced: false,
             ttl: None,
+            age: None,
         }
     }
 
@@ -164,7 +168,7 @@ mod tests {
     #[test]
     fn cache_status_values() {
         assert_eq!(
-            Outcome::hit(42).cache_status(),
+            Outcome::hit(42, 7).cache_status(),
             "baremetal-image-cache; hit; ttl=42"
         );
         let mut miss = Outcome::forwarded(CacheResult::Miss, Forward::Miss);

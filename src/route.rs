@@ -24,13 +24,44 @@ pub enum Route<'a> {
 }
 
 impl Route<'_> {
-    /// The metric label of this route.
-    pub fn as_str(&self) -> &'static str {
+    /// Which kind of route this is.
+    pub fn kind(&self) -> RouteKind {
         match self {
-            Route::ImageGet { .. } => "image_get",
-            Route::ImageMutation { .. } => "image_mutation",
-            Route::Passthrough => "passthrough",
+            Route::ImageGet { .. } => RouteKind::ImageGet,
+            Route::ImageMutation { .. } => RouteKind::ImageMutation,
+            Route::Passthrough => RouteKind::Passthrough,
         }
+    }
+}
+
+/// The kinds of route, as the `route` label of metrics and logs names them: computed here
+/// and nowhere else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    ImageGet,
+    ImageMutation,
+    Passthrough,
+}
+
+impl RouteKind {
+    pub const ALL: [RouteKind; 3] = [
+        RouteKind::ImageGet,
+        RouteKind::ImageMutation,
+        RouteKind::Passthrough,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteKind::ImageGet => "image_get",
+            RouteKind::ImageMutation => "image_mutation",
+            RouteKind::Passthrough => "passthrough",
+        }
+    }
+
+    /// The position in [`RouteKind::ALL`], for metrics resolved up front.
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 

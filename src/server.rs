@@ -20,9 +20,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::admin::Admin;
 use crate::config::{redacted_url, Config};
 use crate::descriptors::{self, ADMIN_MAX_CONNECTIONS, MAX_REFUSALS};
+use crate::error::BoxError;
+use crate::flow::Flow;
 use crate::metrics::{Metrics, Rejection};
-use crate::proxy::Proxy;
-use crate::upstream::BoxError;
+use crate::rest::Rest;
 
 /// The number of request headers hyper allows when not told otherwise.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
@@ -57,9 +58,10 @@ pub async fn run(
     config.max_connections = budget.max_connections;
     config.max_upstream_requests = budget.max_upstream_requests;
     let metrics = Arc::new(Metrics::new(config.max_capacity)?);
-    let proxy = Proxy::new(&config, metrics.clone())?;
+    let flow = Flow::new(&config, metrics.clone())?;
+    let rest = Rest::new(&config, flow.clone());
     let ready = Arc::new(AtomicBool::new(false));
-    let admin = Admin::new(proxy.clone(), ready.clone());
+    let admin = Admin::new(flow, ready.clone());
     let builder = Arc::new(connection_builder(&config));
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let proxy_gate = Gate {
@@ -99,10 +101,10 @@ pub async fn run(
                     proxy_gate.refuse(stream);
                     continue;
                 };
-                let proxy = proxy.clone();
+                let rest = rest.clone();
                 let service = service_fn(move |request| {
-                    let proxy = proxy.clone();
-                    async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+                    let rest = rest.clone();
+                    async move { Ok::<_, Infallible>(rest.handle(request).await) }
                 });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();

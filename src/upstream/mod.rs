@@ -1,17 +1,16 @@
 //! The upstream client: a pooled hyper-util client over rustls (ring provider, webpki roots,
-//! HTTP/2 when ALPN offers it), with a connect timeout and a deadline for the whole exchange,
-//! and the mapping of its failures to the API's own error answers.
+//! HTTP/2 when ALPN offers it), with a connect timeout, a deadline for the whole exchange,
+//! and a cap on concurrent exchanges of which a part is kept for cache fills.
 //!
-//! It knows nothing of the cache: it sends requests, reads bodies up to a limit, and says
-//! what went wrong.
+//! It knows nothing of the cache: it sends requests, reads bodies up to a limit, streams
+//! them, and says what went wrong ([`UpstreamError`]).
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, Uri};
 use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
@@ -22,84 +21,25 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use crate::body::ProxyBody;
 use crate::config::{Config, UpstreamUrl};
+use crate::error::BoxError;
 use crate::metrics::{Metrics, Rejection};
-use crate::upload::UploadFailure;
+use crate::route::RouteKind;
 
-pub type BoxError = Box<dyn StdError + Send + Sync>;
+mod body;
+mod error;
+
+pub use body::UpstreamBody;
+use error::classify_client_error;
+pub use error::UpstreamError;
 
 /// The body type of every request the proxy sends upstream.
 pub type RequestBody = BoxBody<Bytes, BoxError>;
 
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// What went wrong talking to the upstream. Messages never carry request headers.
-#[derive(Debug, Clone)]
-pub enum UpstreamError {
-    /// No connection could be made (refused, unreachable, DNS, connect timeout).
-    Connect(String),
-    /// The TLS handshake failed.
-    Tls(String),
-    /// The exchange did not finish before the deadline.
-    Timeout(Duration),
-    /// The connection broke while the answer was being read.
-    Body(String),
-    /// `--max-upstream-requests` exchanges are already under way: not sent at all.
-    Busy,
-    /// The client's request body failed while it was being sent (over the limit, stalled,
-    /// broken): the client's fault, not the upstream's.
-    Upload(UploadFailure),
-}
-
-impl UpstreamError {
-    /// The metric label of this kind of failure.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect(_) => "connect",
-            UpstreamError::Tls(_) => "tls",
-            UpstreamError::Timeout(_) => "timeout",
-            UpstreamError::Body(_) => "body",
-            UpstreamError::Busy => "busy",
-            UpstreamError::Upload(_) => "request_body",
-        }
-    }
-
-    /// The HTTP status and gRPC code the proxy answers with.
-    pub fn status_and_code(&self) -> (StatusCode, u32) {
-        match self {
-            UpstreamError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, 4),
-            UpstreamError::Busy => (StatusCode::SERVICE_UNAVAILABLE, 14),
-            UpstreamError::Upload(UploadFailure::TooLarge) => (StatusCode::PAYLOAD_TOO_LARGE, 8),
-            UpstreamError::Upload(UploadFailure::Stalled) => (StatusCode::REQUEST_TIMEOUT, 4),
-            UpstreamError::Upload(UploadFailure::Broken) => (StatusCode::BAD_REQUEST, 3),
-            _ => (StatusCode::BAD_GATEWAY, 14),
-        }
-    }
-}
-
-impl fmt::Display for UpstreamError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpstreamError::Connect(why) => write!(f, "upstream could not be reached: {why}"),
-            UpstreamError::Tls(why) => write!(f, "upstream TLS handshake failed: {why}"),
-            UpstreamError::Timeout(after) => write!(
-                f,
-                "upstream did not answer within {}",
-                humantime::format_duration(*after)
-            ),
-            UpstreamError::Body(why) => write!(f, "upstream answer broke off: {why}"),
-            UpstreamError::Busy => {
-                f.write_str("too many requests are already waiting for the upstream; retry shortly")
-            }
-            UpstreamError::Upload(failure) => write!(f, "{failure}"),
-        }
-    }
-}
-
-impl StdError for UpstreamError {}
 
 /// A body read up to a limit.
 pub enum LimitedBody {
@@ -158,7 +98,7 @@ impl fmt::Display for SetupError {
     }
 }
 
-impl StdError for SetupError {}
+impl std::error::Error for SetupError {}
 
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Upstream, SetupError> {
@@ -192,9 +132,9 @@ impl Upstream {
         })
     }
 
-    /// The deadline of an exchange that starts now.
-    pub fn deadline(&self) -> Instant {
-        Instant::now() + self.timeout
+    /// How long a whole exchange may take (`--upstream-timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The upstream URI for a raw request target (path and query as received).
@@ -218,7 +158,7 @@ impl Upstream {
         &self,
         mut request: Request<RequestBody>,
         deadline: Instant,
-        route: &'static str,
+        route: RouteKind,
         purpose: Purpose,
     ) -> Result<Exchange, UpstreamError> {
         let slot = match (self.shared.clone().try_acquire_owned(), purpose) {
@@ -248,11 +188,7 @@ impl Upstream {
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            let result = match tokio::time::timeout_at(
-                deadline.into(),
-                self.client.request(request),
-            )
-            .await
+            let result = match tokio::time::timeout_at(deadline, self.client.request(request)).await
             {
                 Err(_) => Err(UpstreamError::Timeout(self.timeout)),
                 Ok(Ok(response)) if response.status().is_informational() => {
@@ -291,7 +227,7 @@ impl Upstream {
                                 && attempt < self.retries
                                 && Instant::now() + backoff < deadline =>
                         {
-                            tracing::debug!(route, attempt, error = %err, "retrying upstream connection");
+                            tracing::debug!(route = route.as_str(), attempt, error = %err, "retrying upstream connection");
                             tokio::time::sleep(backoff).await;
                             attempt += 1;
                             request =
@@ -315,8 +251,8 @@ impl Upstream {
         body: Incoming,
         deadline: Instant,
         slot: OwnedSemaphorePermit,
-    ) -> ProxyBody {
-        ProxyBody::upstream(
+    ) -> UpstreamBody {
+        UpstreamBody::new(
             prefix,
             body,
             deadline,
@@ -348,10 +284,10 @@ impl Upstream {
     ) -> Result<LimitedBody, UpstreamError> {
         let mut buf = BytesMut::new();
         loop {
-            let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
                 Ok(None) => return Ok(LimitedBody::Complete(buf.freeze())),
-                Ok(Some(Err(e))) => return Err(UpstreamError::Body(describe(&e))),
+                Ok(Some(Err(e))) => return Err(UpstreamError::Body(crate::error::describe(&e))),
                 Ok(Some(Ok(frame))) => frame,
             };
             if let Ok(data) = frame.into_data() {
@@ -371,128 +307,4 @@ impl Upstream {
 /// requests do not land on the upstream together.
 fn jittered(base: Duration) -> Duration {
     base.mul_f64(rand::thread_rng().gen_range(0.5..1.5))
-}
-
-fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    if let Some(failure) = cause_of::<UploadFailure>(e) {
-        return UpstreamError::Upload(*failure);
-    }
-    if caused_by::<rustls::Error>(e) {
-        return UpstreamError::Tls(describe(e));
-    }
-    if e.is_connect() {
-        return UpstreamError::Connect(describe(e));
-    }
-    // The connection was made but broke before a complete response head arrived.
-    UpstreamError::Body(describe(e))
-}
-
-/// Whether an error of type `E` is anywhere in the chain.
-fn caused_by<E: StdError + 'static>(e: &(dyn StdError + 'static)) -> bool {
-    cause_of::<E>(e).is_some()
-}
-
-/// The first error of type `E` in the chain.
-fn cause_of<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a E> {
-    let mut current: Option<&(dyn StdError + 'static)> = Some(e);
-    while let Some(err) = current {
-        if let Some(found) = err.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = cause(err);
-    }
-    None
-}
-
-/// The next error in the chain. `io::Error::source` skips the error it wraps (and rustls
-/// errors arrive wrapped twice), so wrapped errors are unpacked by hand.
-fn cause<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a (dyn StdError + 'static)> {
-    if let Some(io) = err.downcast_ref::<std::io::Error>() {
-        if let Some(inner) = io.get_ref() {
-            return Some(inner);
-        }
-    }
-    err.source()
-}
-
-/// The error and its causes on one line.
-fn describe(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut current = cause(e);
-    while let Some(err) = current {
-        let part = err.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        current = cause(err);
-    }
-    text
-}
-
-/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), plus
-/// those the `Connection` header names. They are never forwarded in either direction.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    use http::header::{
-        CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING,
-        UPGRADE,
-    };
-    let named: Vec<http::HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| http::HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        CONNECTION,
-        PROXY_AUTHENTICATE,
-        PROXY_AUTHORIZATION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn hop_by_hop_headers_and_the_ones_connection_names_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "connection",
-            HeaderValue::from_static("close, x-secret-hop"),
-        );
-        h.insert("x-secret-hop", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("te", HeaderValue::from_static("trailers"));
-        h.insert("authorization", HeaderValue::from_static("Bearer t"));
-        h.insert("x-request-id", HeaderValue::from_static("r"));
-        strip_hop_by_hop(&mut h);
-        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["authorization", "x-request-id"]);
-    }
-
-    #[test]
-    fn errors_map_to_the_api_shape_codes() {
-        assert_eq!(
-            UpstreamError::Timeout(Duration::from_secs(1)).status_and_code(),
-            (StatusCode::GATEWAY_TIMEOUT, 4)
-        );
-        assert_eq!(
-            UpstreamError::Connect("refused".into()).status_and_code(),
-            (StatusCode::BAD_GATEWAY, 14)
-        );
-    }
 }

@@ -90,7 +90,7 @@ pub async fn receive(mut body: Incoming, limits: UploadLimits) -> Result<Receive
 
 /// A big body streamed upstream: what was read first, then the rest as it arrives, failing
 /// past the size limit or after a pause longer than the idle deadline. The failure travels
-/// in the upstream client's error, where [`crate::upstream`] finds it.
+/// in the upstream client's error, where the upstream module finds it.
 pub struct Upload {
     prefix: Option<Bytes>,
     /// Bytes passed on so far.

@@ -9,130 +9,25 @@
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use moka::future::Cache;
 use moka::notification::RemovalCause;
 use moka::ops::compute::{CompResult, Op};
+use tokio::time::Instant;
 
 use crate::auth::Fingerprint;
 use crate::config::{AuthMode, Config};
 
-/// Fixed cost charged to each entry beyond its body and headers: the key, the `Entry`
-/// struct and moka's own nodes.
-const ENTRY_OVERHEAD: usize = 256;
+mod entry;
+mod header_sets;
+mod revocations;
 
-/// Most credentials remembered per image. Past this the oldest grant is forgotten, which
-/// only costs that credential one upstream request.
-pub const MAX_GRANTS_PER_ENTRY: usize = 32;
-
-/// What an entry holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EntryKind {
-    /// A 200 whose body is the requested image in status READY.
-    Ready,
-    /// A 404, kept for `--negative-ttl`.
-    NotFound,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Grant {
-    who: Fingerprint,
-    at: Instant,
-}
-
-impl Grant {
-    fn new(who: Fingerprint, at: Instant) -> Grant {
-        Grant { who, at }
-    }
-}
-
-/// One cached upstream answer.
-#[derive(Debug)]
-pub struct Entry {
-    pub kind: EntryKind,
-    pub status: StatusCode,
-    /// How long after `stored_at` the entry is fresh, in milliseconds: 4 bytes that fit in
-    /// the padding beside `kind` and `status`, where an `Instant` would cost 16 more per
-    /// entry. `--ttl` and `--negative-ttl` are capped at 30 days so it always fits.
-    fresh_for_ms: u32,
-    /// The upstream's headers that may be replayed (no per-request or hop-by-hop ones): a
-    /// plain list shared by every entry with the same headers, see [`HeaderSets`].
-    pub headers: HeaderSet,
-    pub body: Bytes,
-    /// When the upstream's answer arrived: the base of `Age` and of freshness.
-    pub stored_at: Instant,
-    grants: Box<[Grant]>,
-}
-
-impl Entry {
-    /// Seconds since the upstream produced the body.
-    pub fn age(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.stored_at)
-    }
-
-    /// How long ago the API last let `who` read this entry (per-credential mode); `None` if
-    /// it never did.
-    pub fn checked_age(&self, who: Option<Fingerprint>, now: Instant) -> Option<Duration> {
-        let grant = self.grants.iter().find(|g| Some(g.who) == who)?;
-        Some(now.saturating_duration_since(grant.at))
-    }
-
-    /// When freshness ends. The entry is kept past it by the stale-if-error window.
-    fn fresh_until(&self) -> Instant {
-        self.stored_at + Duration::from_millis(u64::from(self.fresh_for_ms))
-    }
-
-    /// Remaining freshness in whole seconds; negative once stale.
-    pub fn ttl_secs(&self, now: Instant) -> i64 {
-        let expires = self.fresh_until();
-        if now <= expires {
-            (expires - now).as_secs() as i64
-        } else {
-            // Rounded away from zero, so a stale entry never reads as ttl=0.
-            let over = now - expires;
-            -((over.as_secs() + u64::from(over.subsec_nanos() > 0)) as i64)
-        }
-    }
-
-    /// This entry as it would be had `who` never been granted it.
-    fn without_grant_of(&self, who: Fingerprint) -> Entry {
-        Entry {
-            kind: self.kind,
-            status: self.status,
-            fresh_for_ms: self.fresh_for_ms,
-            headers: Arc::clone(&self.headers),
-            body: self.body.clone(),
-            stored_at: self.stored_at,
-            grants: self
-                .grants
-                .iter()
-                .filter(|g| g.who != who)
-                .copied()
-                .collect(),
-        }
-    }
-
-    fn is_fresh(&self, now: Instant) -> bool {
-        now < self.fresh_until()
-    }
-
-    fn weight(&self, id: &str) -> u32 {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 2 * std::mem::size_of::<HeaderValue>())
-            .sum();
-        let total = ENTRY_OVERHEAD
-            + id.len()
-            + self.body.len()
-            + headers
-            + self.grants.len() * std::mem::size_of::<Grant>();
-        u32::try_from(total).unwrap_or(u32::MAX)
-    }
-}
+use entry::Grant;
+pub use entry::{Entry, EntryKind, NewEntry, MAX_GRANTS_PER_ENTRY};
+pub use header_sets::HeaderSet;
+use header_sets::HeaderSets;
+use revocations::Revocations;
 
 /// The result of looking an image up for one caller.
 #[derive(Debug)]
@@ -160,71 +55,6 @@ pub fn removal_cause_label(cause: RemovalCause) -> &'static str {
 /// key costs no allocation of its own beside the `Arc` moka wraps every key in.
 type ImageKey = compact_str::CompactString;
 
-/// A list of replayable headers, shared between entries. An `Arc<Vec>` rather than an
-/// `Arc<[_]>`: a thin pointer, which keeps `Entry` in a smaller allocation class.
-pub type HeaderSet = Arc<Vec<(HeaderName, HeaderValue)>>;
-
-/// Slots of [`HeaderSets`].
-const HEADER_SET_SLOTS: usize = 16;
-
-/// The last few distinct header lists stored. Nearly every image answer carries the same
-/// replayable headers (`content-type: application/json`), so entries share one list instead
-/// of holding a copy each, which saves about 100 bytes per entry. Bounded: a new list takes
-/// a slot in turn, and an evicted list lives on only in the entries that use it.
-struct HeaderSets {
-    slots: std::sync::Mutex<(usize, Vec<HeaderSet>)>,
-}
-
-impl HeaderSets {
-    fn new() -> Self {
-        HeaderSets {
-            slots: std::sync::Mutex::new((0, Vec::with_capacity(HEADER_SET_SLOTS))),
-        }
-    }
-
-    fn intern(&self, headers: &HeaderMap) -> HeaderSet {
-        let same = |set: &HeaderSet| {
-            set.len() == headers.len()
-                && set
-                    .iter()
-                    .zip(headers.iter())
-                    .all(|((n1, v1), (n2, v2))| n1 == n2 && v1 == v2)
-        };
-        // Held only for a scan of at most 16 short lists, never across an await; a poisoned
-        // lock only means a panic elsewhere left the list as it was, which is still valid.
-        let mut guard = self
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (next, sets) = &mut *guard;
-        if let Some(set) = sets.iter().find(|set| same(set)) {
-            return Arc::clone(set);
-        }
-        let set: HeaderSet = Arc::new(
-            headers
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
-        );
-        if sets.len() < HEADER_SET_SLOTS {
-            sets.push(Arc::clone(&set));
-        } else {
-            sets[*next] = Arc::clone(&set);
-            *next = (*next + 1) % HEADER_SET_SLOTS;
-        }
-        set
-    }
-}
-
-/// A new answer to store.
-pub struct NewEntry {
-    pub kind: EntryKind,
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub received_at: Instant,
-}
-
 /// Number of invalidation generation stripes. An invalidation bumps its ID's stripe; a fill
 /// that started before the bump is not stored. Two IDs sharing a stripe only cost a skipped
 /// store, and memory stays fixed however many IDs there are.
@@ -232,68 +62,6 @@ const GENERATION_STRIPES: usize = 4096;
 
 /// Slots of the refresh-ahead claim table.
 const REFRESH_CLAIM_SLOTS: usize = 4096;
-
-/// Slots of the credential revocation tables.
-const REVOCATION_SLOTS: usize = 4096;
-
-/// Credentials the API called invalid (401) after they were granted something: every grant
-/// of theirs made before that is void, on every image. Two fixed tables indexed by the
-/// fingerprint, so the hit path reads one atomic and memory stays fixed:
-/// - `granted` remembers, per slot, the last credential granted anything there, so only a
-///   refusal of a credential that really held grants is recorded (a flood of forged tokens
-///   ends nobody's grants);
-/// - `refused` holds, per slot, when its last such credential was refused. A credential
-///   sharing the slot loses its older grants too, which costs it one upstream check.
-struct Revocations {
-    granted: Box<[AtomicU64]>,
-    refused: Box<[AtomicU64]>,
-    /// The base of the nanosecond times in `refused` (0 there means never).
-    epoch: Instant,
-}
-
-impl Revocations {
-    fn new() -> Self {
-        let table = || (0..REVOCATION_SLOTS).map(|_| AtomicU64::new(0)).collect();
-        Revocations {
-            granted: table(),
-            refused: table(),
-            epoch: Instant::now(),
-        }
-    }
-
-    fn slot(who: Fingerprint) -> (usize, u64) {
-        let (index, tag) = who.halves();
-        ((index % REVOCATION_SLOTS as u64) as usize, tag)
-    }
-
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1)
-    }
-
-    fn granted(&self, who: Fingerprint) {
-        let (slot, tag) = Self::slot(who);
-        self.granted[slot].store(tag, Ordering::Release);
-    }
-
-    /// Records that `who` was refused at `now`, if it holds grants; whether it did.
-    fn refused(&self, who: Fingerprint, now: Instant) -> bool {
-        let (slot, tag) = Self::slot(who);
-        if self.granted[slot].load(Ordering::Acquire) != tag {
-            return false;
-        }
-        self.refused[slot].fetch_max(self.nanos(now), Ordering::AcqRel);
-        true
-    }
-
-    /// Whether a grant made to `who` at `at` was voided by a later refusal.
-    fn voids(&self, who: Fingerprint, at: Instant) -> bool {
-        let (slot, _) = Self::slot(who);
-        let refused = self.refused[slot].load(Ordering::Acquire);
-        refused != 0 && self.nanos(at) <= refused
-    }
-}
 
 /// A point in the invalidation history of one image ID, taken before a fetch starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -595,7 +363,8 @@ impl ImageCache {
 mod tests {
     use super::*;
     use crate::auth::CredentialHasher;
-    use http::HeaderValue;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, StatusCode};
 
     fn config(mode: AuthMode) -> Config {
         Config {

@@ -1,0 +1,185 @@
+//! The Image.Get flow, the same for every protocol: who may read (auth), the local cache,
+//! one flight per key (coalesce), the fleet tier, and the upstream; then the [`Outcome`]
+//! that the front-end turns into its protocol's headers, and into metrics and logs.
+//!
+//! A hit is answered in [`Flow::get`] from the cache alone. A miss joins or leads the
+//! flight for its key ([`flight`]): the leader's fetch runs in a task of its own, asks the
+//! fleet first, else the upstream, and applies what the front-end judged of the answer to
+//! the cache and the fleet ([`fill`]). When nothing can be fetched, a stale copy or an
+//! error answers ([`fallback`]). Invalidations, purges, refusals and mutations act on the
+//! cache and the fleet together ([`invalidate`]).
+//!
+//! The front-ends tell the flow what their protocol needs through [`Protocol`]: the
+//! upstream request of a fill, and a [`Verdict`] on each answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, Request, StatusCode};
+use tokio::time::Instant;
+
+use crate::auth::{CredentialHasher, Fingerprint};
+use crate::cache::{removal_cause_label, ImageCache, Lookup};
+use crate::coalesce::Coalescer;
+use crate::config::{AuthMode, Config};
+use crate::error::BoxError;
+use crate::fleet::{Fleet, Reader, SharedAnswer};
+use crate::http::headers::wants_no_cache;
+use crate::metrics::Metrics;
+use crate::outcome::{Forward, Outcome};
+use crate::upstream::{RequestBody, Upstream, UpstreamError};
+
+mod fallback;
+mod fill;
+mod flight;
+mod invalidate;
+mod verdict;
+
+pub use invalidate::MutationEffect;
+pub use verdict::{Answer, Fetched, Served, Verdict};
+
+use flight::FlightKey;
+
+/// What a front-end tells the flow about its protocol.
+pub trait Protocol: Send + Sync + 'static {
+    /// The upstream request that fetches image `id`, with `headers` (already the fill's
+    /// allow-list, request ID included).
+    fn fill_request(
+        &self,
+        upstream: &Upstream,
+        id: &str,
+        headers: HeaderMap,
+    ) -> Result<Request<RequestBody>, UpstreamError>;
+
+    /// What an upstream answer to a fetch of `id` means.
+    fn judge(&self, id: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict;
+
+    /// Whether a value another instance shared is a READY image of `id` (Redis is not ours
+    /// alone: a value is checked before it is served).
+    fn is_ready(&self, id: &str, answer: &SharedAnswer) -> bool;
+}
+
+/// One Image.Get, as a front-end hands it to the flow.
+pub struct ImageGet<'a> {
+    pub protocol: &'a Arc<dyn Protocol>,
+    pub id: &'a str,
+    /// The client's request headers.
+    pub headers: &'a HeaderMap,
+    /// When the request arrived: the hit path reads the clock no more than that.
+    pub started: Instant,
+}
+
+/// What the flow answered, and what happened: the front-end renders the first and hands
+/// the second to the headers, the metrics and the log.
+pub struct Reply {
+    pub served: Served,
+    pub outcome: Outcome,
+}
+
+/// The shared state of the Image.Get flow.
+pub struct Flow {
+    cache: ImageCache,
+    flights: Arc<Coalescer<FlightKey, Fetched>>,
+    upstream: Arc<Upstream>,
+    hasher: CredentialHasher,
+    metrics: Arc<Metrics>,
+    fleet: Option<Arc<Fleet>>,
+    auth_mode: AuthMode,
+    max_entry_size: usize,
+    refresh_ahead: u8,
+    upstream_timeout: Duration,
+}
+
+impl Flow {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Arc<Flow>, BoxError> {
+        let on_evict = {
+            let metrics = metrics.clone();
+            move |cause| metrics.evicted(removal_cause_label(cause))
+        };
+        let max_entry_size = usize::try_from(config.max_entry_size).unwrap_or(usize::MAX);
+        let fleet = match &config.redis {
+            None => None,
+            Some(redis) => {
+                // rediss:// goes through rustls; make ring its provider before anything asks.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                Some(Arc::new(Fleet::new(
+                    redis,
+                    config.auth_mode,
+                    config.ttl,
+                    metrics.l2().clone(),
+                )?))
+            }
+        };
+        let flow = Arc::new(Flow {
+            cache: ImageCache::new(config, on_evict),
+            flights: Coalescer::new(config.max_waiters_per_key, config.max_waiters),
+            upstream: Arc::new(Upstream::new(config, metrics.clone())?),
+            hasher: CredentialHasher::new_random()?,
+            metrics,
+            fleet,
+            auth_mode: config.auth_mode,
+            max_entry_size,
+            refresh_ahead: config.refresh_ahead,
+            upstream_timeout: config.upstream_timeout,
+        });
+        if let Some(fleet) = &flow.fleet {
+            fleet.listen(Arc::downgrade(&flow), |flow: Arc<Flow>, id| async move {
+                flow.dropped_by_fleet(id.as_deref()).await;
+            });
+            fleet.retry_unsent();
+        }
+        Ok(flow)
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The upstream client, for front-ends passing requests through.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    /// The keyed fingerprint of a request's credential.
+    pub fn fingerprint(&self, headers: &HeaderMap) -> Option<Fingerprint> {
+        self.hasher.fingerprint(headers)
+    }
+
+    /// Who the caller is to the fleet for image `id` (`None`: no fleet, or its reads
+    /// cannot be shared).
+    pub fn fleet_reader(&self, id: &str, headers: &HeaderMap) -> Option<Reader> {
+        self.fleet.as_ref().and_then(|f| f.reader(id, headers))
+    }
+
+    /// Settles the gauges that are read at scrape time.
+    pub async fn refresh_gauges(&self) {
+        let (entries, size) = self.cache.usage().await;
+        self.metrics.set_current(
+            entries,
+            size,
+            self.flights.inflight(),
+            self.flights.waiters(),
+        );
+    }
+
+    /// Answers an Image.Get: from the cache if this caller may be served a fresh entry,
+    /// else from the flight for its key.
+    pub async fn get(self: &Arc<Self>, request: ImageGet<'_>) -> Reply {
+        let who = self.hasher.fingerprint(request.headers);
+        let forward = if self.auth_mode == AuthMode::PerCredential && who.is_none() {
+            Forward::Bypass
+        } else if wants_no_cache(request.headers) {
+            Forward::Request
+        } else {
+            Forward::Miss
+        };
+        if forward == Forward::Miss {
+            if let Lookup::Fresh(entry) = self.cache.lookup(request.id, who, request.started).await
+            {
+                self.maybe_refresh(&request, &entry, who);
+                return fallback::hit(entry, request.started);
+            }
+        }
+        self.miss(request, who, forward).await
+    }
+}

@@ -1,0 +1,70 @@
+//! The body of every response the proxy sends: bytes it already holds (a cached or shared
+//! answer, an error it made), or a body streamed from elsewhere (the upstream). An enum, so
+//! that a cache hit allocates nothing; only a streamed answer boxes its body.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+
+use crate::error::BoxError;
+
+pub enum ProxyBody {
+    /// A body held in memory (`None` once sent, or for an empty body).
+    Full(Option<Bytes>),
+    /// A body streamed through.
+    Stream(BoxBody<Bytes, BoxError>),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: Bytes) -> ProxyBody {
+        ProxyBody::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(None)
+    }
+
+    /// Streams `body` through.
+    pub fn stream<B>(body: B) -> ProxyBody
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        ProxyBody::Stream(body.map_err(Into::into).boxed())
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Stream(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(data) => data.is_none(),
+            ProxyBody::Stream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            ProxyBody::Stream(body) => body.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! An upstream body streamed to a client: what was already read of it, then the rest, under
+//! the exchange's deadline. A failure part-way is counted like any other upstream failure,
+//! and the exchange's concurrency slot is given back when the stream ends or is dropped.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::{Instant, Sleep};
+
+use super::UpstreamError;
+use crate::error::BoxError;
+use crate::metrics::Metrics;
+
+pub struct UpstreamBody {
+    prefix: Option<Bytes>,
+    body: Incoming,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl UpstreamBody {
+    pub(super) fn new(
+        prefix: Bytes,
+        body: Incoming,
+        deadline: Instant,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        slot: OwnedSemaphorePermit,
+    ) -> UpstreamBody {
+        UpstreamBody {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            body,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout,
+            metrics,
+            _slot: slot,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(prefix) = this.prefix.take() {
+            return Poll::Ready(Some(Ok(Frame::data(prefix))));
+        }
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            let err = UpstreamError::Timeout(this.timeout);
+            this.metrics.upstream_failed(err.kind());
+            return Poll::Ready(Some(Err(Box::new(err))));
+        }
+        Pin::new(&mut this.body).poll_frame(cx).map_err(|e| {
+            let err = UpstreamError::Body(e.to_string());
+            this.metrics.upstream_failed(err.kind());
+            Box::new(err) as BoxError
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
+        let inner = self.body.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + extra);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + extra);
+        }
+        hint
+    }
+}
