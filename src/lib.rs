@@ -7,49 +7,50 @@
 //! # How a request flows
 //!
 //! ```text
-//! server ──> proxy ──> route      (pure: method + raw target -> Route)
-//!                 ├──> auth       (Authorization -> keyed fingerprint)
-//!                 ├──> cache      (moka: entries, freshness, grants, invalidation)
-//!                 ├──> coalesce   (one flight per key; leader task, waiters)
-//!                 ├──> fleet      (optional Redis tier: shared values, leases, invalidation)
-//!                 ├──> upstream   (hyper-util client, rustls, timeouts, error mapping)
-//!                 └──> outcome    (hit | miss | stale | bypass -> headers, metrics, logs)
-//! admin ──> metrics (Prometheus registry), cache purges, health, readiness
-//! config: flags + environment + TOML -> one validated Config, read by all of the above
+//! server ─> rest ─────────────> flow ─────────────────────────────> upstream
+//! (listeners,  (admission,        (the Image.Get flow, protocol-      (hyper-util client,
+//!  caps,        route, render      agnostic: auth -> cache ->          deadlines, error
+//!  drain)       X-Cache; pass-     coalesce -> fleet -> upstream;      kinds, slots)
+//!               through)           a Verdict in, Served + Outcome out)
+//! admin ─> flow (purges, gauges) and metrics (the scrape)
+//! config: one table of settings -> one validated Config, read by all of the above
 //! ```
 //!
-//! - [`server`] accepts connections on the proxy and admin listeners and drains them on
-//!   shutdown; [`run`] is the entry point that the binary and the tests call.
-//! - [`proxy`] is the service: it classifies a request with [`route`], answers Image.Get from
-//!   [`cache`] for callers that [`auth`] says may see the entry, joins or leads a flight in
-//!   [`coalesce`] on a miss, and forwards everything else through [`upstream`]. With
-//!   `--redis`, the leader of a flight first asks the [`fleet`] tier: another instance may
-//!   have the image already, or be fetching it under a lease this instance then waits on.
-//! - [`outcome`] is the one value per request that the `X-Cache`/`Cache-Status` headers,
-//!   the [`metrics`] and the logs are made from; [`body`] is the response body type.
-//! - [`admin`] serves `/metrics`, `/healthz`, `/readyz` and the purge endpoints.
-//! - [`sim`] is the upstream simulator used by tests, the README and benchmarks; nothing in
-//!   the proxy uses it.
+//! A request arrives at [`server`], which holds the listeners, their connection caps and the
+//! drain on shutdown. The [`rest`] front-end admits it ([`http::admission`]), classifies its
+//! raw target ([`route`], a pure function) and either hands an Image.Get to the [`flow`] or
+//! passes the request through. The flow answers a hit from the [`cache`] for a caller that
+//! [`auth`] says may read it; on a miss it joins or leads a flight ([`coalesce`]) whose fetch
+//! asks the [`fleet`] tier, then the [`upstream`]. The front-end judges each upstream answer
+//! (a [`flow::Verdict`]: READY, not ready, gone, refused, failing ...) using [`image`], and
+//! renders what the flow serves in its protocol. One [`outcome::Outcome`] per Image.Get
+//! becomes the `X-Cache`/`Cache-Status` headers, the [`metrics`] and the log event.
+//!
+//! Dependencies point one way, down this list: `server`, `admin` > `rest` > `flow` >
+//! `fleet` > `cache`, `coalesce`, `upstream` > `http` > `metrics` > `outcome`, `route`,
+//! `image`, `auth`, `config`, `error`, `descriptors`, `logging`. No two modules import each
+//! other.
 
-pub mod admin;
-pub mod auth;
-pub mod cache;
-pub mod coalesce;
+mod admin;
+mod auth;
+mod cache;
+mod coalesce;
 pub mod config;
-pub mod descriptors;
-pub mod error;
-pub mod fleet;
-pub mod flow;
-pub mod http;
-pub mod image;
+mod descriptors;
+mod error;
+mod fleet;
+mod flow;
+mod http;
+mod image;
 pub mod logging;
-pub mod metrics;
-pub mod outcome;
-pub mod rest;
+mod metrics;
+mod outcome;
+mod rest;
 pub mod route;
-pub mod server;
+mod server;
 pub mod sim;
-pub mod upstream;
+mod upstream;
 
-pub use config::Config;
+pub use config::{AuthMode, Config, ConfigError, RedisConfig, Secret, UpstreamUrl};
+pub use error::BoxError;
 pub use server::{run, shutdown_signal};

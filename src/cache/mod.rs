@@ -25,7 +25,6 @@ mod revocations;
 
 use entry::Grant;
 pub use entry::{Entry, EntryKind, NewEntry, MAX_GRANTS_PER_ENTRY};
-pub use header_sets::HeaderSet;
 use header_sets::HeaderSets;
 use revocations::Revocations;
 

@@ -23,8 +23,8 @@
 //! with the time also recorded in `R purged-at` so older values are ignored). An
 //! invalidation Redis does not take (down, slow) is kept and retried every second, and until
 //! then this instance trusts no shared value of that image from before it. Every command has
-//! a deadline; after [`CIRCUIT_FAILURES`] failures in a row the tier is skipped for
-//! [`CIRCUIT_COOLDOWN`], the connections are remade, then one probe tries again. An instance
+//! a deadline; after [`commands::CIRCUIT_FAILURES`] failures in a row the tier is skipped for
+//! [`commands::CIRCUIT_COOLDOWN`], the connections are remade, then one probe tries again. An instance
 //! without Redis is a single-tier cache, never a broken one.
 
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -49,7 +49,6 @@ mod lease;
 mod scripts;
 mod subscription;
 
-pub use commands::{Unavailable, CIRCUIT_COOLDOWN, CIRCUIT_FAILURES};
 pub use lease::{Accept, Claim, Ticket};
 
 use commands::{Commands, Servers, CONNECT_DEADLINES};
