@@ -1,5 +1,5 @@
-//! The table agrees with `--help` and [`Config`]; errors name where a value came from;
-//! secrets stay out of errors.
+//! The table agrees with `--help`, the example file, the README and [`Config`]; errors name
+//! where a value came from; secrets stay out of errors.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -52,6 +52,19 @@ fn path_of(file: &tempfile::NamedTempFile) -> &str {
     file.path().to_str().unwrap_or_default()
 }
 
+fn read_doc(relative: &str) -> String {
+    let path = format!("{}/{relative}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// How the example file writes a default: numbers and booleans bare, the rest quoted.
+fn toml_default(setting: &Setting, default: &str) -> String {
+    match setting.kind {
+        Kind::Count { .. } | Kind::Flag => default.to_string(),
+        _ => format!("{default:?}"),
+    }
+}
+
 #[test]
 fn every_setting_has_its_flag_and_variable_in_help() {
     let help = cli::command().render_long_help().to_string();
@@ -66,6 +79,82 @@ fn every_setting_has_its_flag_and_variable_in_help() {
         if let Some(default) = s.default {
             assert!(help.contains(&format!("[default: {default}]")), "{}", s.key);
         }
+    }
+}
+
+#[test]
+fn every_setting_is_in_the_example_file_at_its_default_after_a_comment() {
+    let text = read_doc("config/baremetal-image-cache.toml");
+    let lines: Vec<&str> = text.lines().collect();
+    let is_key_line = |line: &str| {
+        line.strip_prefix("# ")
+            .and_then(|rest| rest.split_once(" = "))
+            .is_some_and(|(key, _)| super::settings::setting(key).is_some())
+    };
+    let mut last = 0;
+    for s in SETTINGS.iter().filter(|s| s.in_file) {
+        let prefix = format!("# {} = ", s.key);
+        let Some(at) = lines.iter().position(|l| l.starts_with(&prefix)) else {
+            panic!("the example lacks `{}`", s.key);
+        };
+        if let Some(default) = s.default {
+            let expected = format!("{prefix}{}", toml_default(s, default));
+            assert_eq!(lines[at], expected, "the example's default of `{}`", s.key);
+        }
+        assert!(
+            at > 0 && lines[at - 1].starts_with('#') && !is_key_line(lines[at - 1]),
+            "`{}` has no comment of its own in the example",
+            s.key
+        );
+        assert!(
+            at > last,
+            "`{}` is out of the table's order in the example",
+            s.key
+        );
+        last = at;
+    }
+    assert!(
+        !lines.iter().any(|l| l.starts_with("# config = ")),
+        "`config` cannot be set in the file"
+    );
+}
+
+#[test]
+fn every_setting_has_its_row_in_the_readme() {
+    let readme = read_doc("README.md");
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .unwrap_or_default();
+    let rows: Vec<Vec<&str>> = section
+        .lines()
+        .filter(|l| l.starts_with("| `--"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    let mut last = 0;
+    for s in SETTINGS {
+        let flag = match s.kind {
+            Kind::Flag => format!("`--{}`", s.key),
+            _ => format!("--{} {}", s.key, s.value_name),
+        };
+        let Some(at) = rows.iter().position(|row| row[1].contains(&flag)) else {
+            panic!("the README's table has no row for {flag}");
+        };
+        let row = &rows[at];
+        match s.default {
+            Some(default) => assert_eq!(row[2], format!("`{default}`"), "{flag}"),
+            None => assert!(!row[2].starts_with('`'), "{flag} has no default"),
+        }
+        match s.kind.range_text() {
+            Some(range) => assert!(row[3].starts_with(&range), "{flag}: {} vs {range}", row[3]),
+            None => assert_eq!(row[3], "", "{flag} has no range"),
+        }
+        assert!(
+            at >= last,
+            "{flag} is out of the table's order in the README"
+        );
+        last = at;
     }
 }
 
