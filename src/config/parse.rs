@@ -14,8 +14,8 @@ use super::settings::Kind;
 use super::validate::Measure;
 use super::UpstreamUrl;
 
-/// A parsed value, before it is put in its field of [`Config`](super::Config).
-#[derive(Debug)]
+/// A parsed value, before it is put in its field of [`Config`](super::Config). No `Debug`:
+/// it may hold a secret, which only [`Config`](super::Config)'s own `Debug` knows to redact.
 pub(super) enum Value {
     Duration(Duration),
     Bytes(u64),

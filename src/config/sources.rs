@@ -146,6 +146,8 @@ impl Resolver {
                 setting
                     .kind
                     .check(measure)
+                    // A number is shown as it was written: `31days`, where humantime
+                    // would say `1month 13h 26m 24s`.
                     .map_err(|why| match measure.shown() {
                         Some(_) => format!("{why}, not {}", text.trim()),
                         None => why,
@@ -154,8 +156,10 @@ impl Resolver {
             Ok(value)
         });
         checked.map(Some).map_err(|why| {
-            // The parsers never quote a secret; this makes sure of it.
-            let why = if setting.secret && !text.is_empty() && why.contains(text.trim()) {
+            // The parsers never quote a secret; this makes sure of it (a value of a few
+            // characters may appear in any message by chance, and is no secret anyway).
+            let shown = text.trim();
+            let why = if setting.secret && shown.len() >= 4 && why.contains(shown) {
                 "is not valid (the value is not shown: it is a secret)".to_string()
             } else {
                 why
