@@ -1,0 +1,258 @@
+//! Ranges and checks. The table's ranges are written and held against values here (one
+//! rendering for `--help`, the README and the messages); a whole [`Config`] is checked
+//! here: every field against its setting's range, and the rules that tie settings
+//! together or look outside (files on disk).
+//!
+//! Loading already held each value against its range, naming where it came from; the
+//! range checks of [`Config::validate`] are for a `Config` built in code.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::parse::{show_count, show_duration, show_size};
+use super::settings::{setting, Kind};
+use super::{Config, ConfigError, RedisConfig};
+
+/// A value to hold against a setting's range.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Measure {
+    Duration(Duration),
+    Bytes(u64),
+    Count(u64),
+    Percent(u8),
+    Chars(usize),
+}
+
+impl Measure {
+    /// The value as an error may show it: numbers only, never a text's content.
+    pub(super) fn shown(self) -> Option<String> {
+        match self {
+            Measure::Duration(d) => Some(show_duration(d)),
+            Measure::Bytes(n) => Some(show_size(n)),
+            Measure::Count(n) => Some(show_count(n)),
+            Measure::Percent(p) => Some(format!("{p}%")),
+            Measure::Chars(_) => None,
+        }
+    }
+}
+
+impl Kind {
+    /// The range as the README's table and `--help` write it; `None` if any value goes.
+    pub fn range_text(&self) -> Option<String> {
+        match *self {
+            Kind::Duration { min, max } => {
+                Some(format!("{}–{}", show_duration(min), show_duration(max)))
+            }
+            Kind::Size { min, max } => Some(format!("{}–{}", show_size(min), show_size(max))),
+            Kind::Count { min, max } => Some(format!("{}–{}", show_count(min), show_count(max))),
+            Kind::Percent { max } => Some(format!("0%–{max}%")),
+            Kind::Text { min: 0, max: None } => None,
+            Kind::Text { min, max: None } => Some(format!("{min}+ characters")),
+            Kind::Text {
+                min: 0,
+                max: Some(max),
+            } => Some(format!("≤ {max} characters")),
+            Kind::Text {
+                min,
+                max: Some(max),
+            } => Some(format!("{min} to {max} characters")),
+            Kind::Addr
+            | Kind::Upstream
+            | Kind::RedisUrls
+            | Kind::Choice(_)
+            | Kind::Flag
+            | Kind::Path => None,
+        }
+    }
+
+    /// Holds a value against the range. The message says what the range is, not what the
+    /// value was: the caller shows that as it was written, if it may be shown at all.
+    pub(super) fn check(&self, value: Measure) -> Result<(), String> {
+        let bounds = |min: String, max: String, min_is_zero: bool| {
+            if min_is_zero {
+                Err(format!("must be at most {max}"))
+            } else {
+                Err(format!("must be from {min} to {max}"))
+            }
+        };
+        match (self, value) {
+            (&Kind::Duration { min, max }, Measure::Duration(d)) if d < min || d > max => {
+                bounds(show_duration(min), show_duration(max), min.is_zero())
+            }
+            (&Kind::Size { min, max }, Measure::Bytes(n)) if n < min || n > max => {
+                bounds(show_size(min), show_size(max), min == 0)
+            }
+            (&Kind::Count { min, max }, Measure::Count(n)) if n < min || n > max => {
+                bounds(show_count(min), show_count(max), min == 0)
+            }
+            (&Kind::Percent { max }, Measure::Percent(p)) if p > max => {
+                Err(format!("must be from 0% to {max}%"))
+            }
+            (&Kind::Text { min, max }, Measure::Chars(n)) => match max {
+                _ if n < min => Err(format!("must be at least {min} characters")),
+                Some(max) if n > max => Err(format!("must be at most {max} characters")),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What is wrong, and with which setting. [`Config::validate`] names the key; loading
+/// names where the key's value came from.
+#[derive(Debug)]
+pub(super) struct Problem {
+    pub(super) key: &'static str,
+    pub(super) why: String,
+}
+
+fn problem(key: &'static str, why: impl Into<String>) -> Result<(), Problem> {
+    Err(Problem {
+        key,
+        why: why.into(),
+    })
+}
+
+impl Config {
+    /// Rejects values that parse but cannot work. Every duration, size and count has an
+    /// upper bound, so that no setting can overflow a deadline or an allocation later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check()
+            .map_err(|p| ConfigError::Invalid(format!("{}: {}", p.key, p.why)))
+    }
+
+    pub(super) fn check(&self) -> Result<(), Problem> {
+        for (key, measure) in self.measures() {
+            if let Some(setting) = setting(key) {
+                setting.kind.check(measure).map_err(|why| Problem {
+                    key,
+                    why: match measure.shown() {
+                        Some(shown) => format!("{why}, not {shown}"),
+                        None => why,
+                    },
+                })?;
+            }
+        }
+        if self.max_entry_size > self.max_capacity {
+            return problem(
+                "max-entry-size",
+                format!(
+                    "must not be larger than max-capacity ({})",
+                    show_size(self.max_capacity)
+                ),
+            );
+        }
+        if let Some(redis) = &self.redis {
+            redis.check()?;
+        }
+        Ok(())
+    }
+
+    /// Each field that has a range, by its key. (The Redis ones only with a Redis tier.)
+    pub(super) fn measures(&self) -> Vec<(&'static str, Measure)> {
+        let count = |n: usize| Measure::Count(n as u64);
+        let mut measures = vec![
+            ("ttl", Measure::Duration(self.ttl)),
+            ("stale-if-error", Measure::Duration(self.stale_if_error)),
+            ("negative-ttl", Measure::Duration(self.negative_ttl)),
+            ("max-capacity", Measure::Bytes(self.max_capacity)),
+            ("max-entry-size", Measure::Bytes(self.max_entry_size)),
+            ("upstream-timeout", Measure::Duration(self.upstream_timeout)),
+            ("connect-timeout", Measure::Duration(self.connect_timeout)),
+            ("max-waiters-per-key", count(self.max_waiters_per_key)),
+            ("max-waiters", count(self.max_waiters)),
+            ("shutdown-grace", Measure::Duration(self.shutdown_grace)),
+            ("refresh-ahead", Measure::Percent(self.refresh_ahead)),
+            ("max-header-size", Measure::Bytes(self.max_header_size)),
+            ("max-headers", count(self.max_headers)),
+            ("max-request-body", Measure::Bytes(self.max_request_body)),
+            (
+                "request-body-timeout",
+                Measure::Duration(self.request_body_timeout),
+            ),
+            ("max-connections", count(self.max_connections)),
+            ("max-upstream-requests", count(self.max_upstream_requests)),
+            (
+                "header-read-timeout",
+                Measure::Duration(self.header_read_timeout),
+            ),
+            (
+                "upstream-retries",
+                Measure::Count(u64::from(self.upstream_retries)),
+            ),
+        ];
+        if let Some(redis) = &self.redis {
+            measures.push(("redis-timeout", Measure::Duration(redis.timeout)));
+            measures.push(("redis-lease", Measure::Duration(redis.lease)));
+            measures.push(("redis-prefix", Measure::Chars(redis.prefix.chars().count())));
+            if let Some(key) = &redis.grant_key {
+                measures.push(("redis-grant-key", Measure::Chars(key.0.chars().count())));
+            }
+        }
+        measures
+    }
+}
+
+impl RedisConfig {
+    fn check(&self) -> Result<(), Problem> {
+        if self.prefix.contains(['{', '}']) {
+            return problem(
+                "redis-prefix",
+                "must not contain { or } (they would change the cluster hash tag)",
+            );
+        }
+        if self.client_cert.is_some() && !self.urls.iter().all(|u| u.starts_with("rediss://")) {
+            return problem("redis-cert-file", "is only for rediss:// URLs");
+        }
+        const CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        let (cert, key) = self.client_cert.as_ref().map(|(c, k)| (c, k)).unzip();
+        // What the files hold is never quoted: one of them is a secret.
+        for (name, path, marker, what) in [
+            (
+                "redis-ca-file",
+                self.ca_file.as_ref(),
+                CERTIFICATE,
+                "certificate",
+            ),
+            ("redis-cert-file", cert, CERTIFICATE, "certificate"),
+            (
+                "redis-key-file",
+                key,
+                &b"PRIVATE KEY-----"[..],
+                "private key",
+            ),
+        ] {
+            let Some(path) = path else { continue };
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+            match pem {
+                Err(why) => return problem(name, why),
+                Ok(pem) if !pem.windows(marker.len()).any(|w| w == marker) => {
+                    return problem(name, format!("holds no PEM {what}"));
+                }
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The client certificate and its key: both or neither (`RedisConfig` holds them as a
+/// pair, so this is checked before it is built).
+pub(super) fn client_cert(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<(PathBuf, PathBuf)>, Problem> {
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some((cert, key))),
+        (Some(_), None) => Err(Problem {
+            key: "redis-cert-file",
+            why: "needs redis-key-file as well: give both or neither".into(),
+        }),
+        (None, Some(_)) => Err(Problem {
+            key: "redis-key-file",
+            why: "needs redis-cert-file as well: give both or neither".into(),
+        }),
+    }
+}
