@@ -28,8 +28,6 @@
 //! - [`outcome`] is the one value per request that the `X-Cache`/`Cache-Status` headers,
 //!   the [`metrics`] and the logs are made from; [`body`] is the response body type.
 //! - [`admin`] serves `/metrics`, `/healthz`, `/readyz` and the purge endpoints.
-//! - [`sim`] is the upstream simulator used by tests, the README and benchmarks; nothing in
-//!   the proxy uses it.
 
 pub mod admin;
 pub mod admission;
@@ -46,7 +44,6 @@ pub mod outcome;
 pub mod proxy;
 pub mod route;
 pub mod server;
-pub mod sim;
 pub mod upload;
 pub mod upstream;
 

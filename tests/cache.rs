@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
+use baremetal_api_sim::{Fault, FaultScope};
 use common::*;
 use http::{Method, StatusCode};
 
@@ -246,7 +246,7 @@ async fn mutations_invalidate_their_image() {
         }
         if method == Method::DELETE {
             assert_eq!(after.status, StatusCode::NOT_FOUND);
-            h.sim.put_image(baremetal_image_cache::sim::Image::ready(
+            h.sim.put_image(baremetal_api_sim::Image::ready(
                 IMG2,
                 ALICE_FOLDER,
                 "debian-12",
@@ -307,7 +307,7 @@ async fn a_mutation_the_api_refused_invalidates_nothing() {
     // A 404 to Alice, who could read it: the image is gone.
     h.sim.set_status(IMG, "DELETING");
     let gone = h.sim.image(IMG).unwrap();
-    h.sim.put_image(baremetal_image_cache::sim::Image {
+    h.sim.put_image(baremetal_api_sim::Image {
         folder_id: ALICE_FOLDER.into(),
         ..gone
     });

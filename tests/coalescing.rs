@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
+use baremetal_api_sim::{Fault, FaultScope};
 use common::*;
 use http::StatusCode;
 

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baremetal_image_cache::sim::{Fault, FaultScope, Image};
+use baremetal_api_sim::{Fault, FaultScope, Image};
 use baremetal_image_cache::Config;
 use bytes::Bytes;
 use common::*;

@@ -8,8 +8,8 @@ mod redis_server;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baremetal_api_sim::{Fault, FaultScope, Simulator};
 use baremetal_image_cache::config::{RedisConfig, Secret};
-use baremetal_image_cache::sim::{Fault, FaultScope, Simulator};
 use baremetal_image_cache::Config;
 use bytes::Bytes;
 use common::*;
@@ -104,11 +104,7 @@ fn patch_description(h: &Harness, id: &str, description: &str) -> http::Request<
 }
 
 /// `n` proxies against one simulator, sharing `redis`.
-async fn fleet(
-    n: usize,
-    sim: &baremetal_image_cache::sim::Simulator,
-    config: Config,
-) -> Vec<Arc<Harness>> {
+async fn fleet(n: usize, sim: &baremetal_api_sim::Simulator, config: Config) -> Vec<Arc<Harness>> {
     let upstream = sim.clone().spawn().await.expect("simulator starts");
     let mut instances = Vec::new();
     for _ in 0..n {
@@ -647,7 +643,7 @@ async fn a_credential_the_api_refused_is_not_served_from_the_fleet() {
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(&instances[0], &set_ok, 1.0).await;
     // The image moves to Bob's folder: the API now refuses Alice.
-    sim.put_image(baremetal_image_cache::sim::Image::ready(
+    sim.put_image(baremetal_api_sim::Image::ready(
         IMG,
         BOB_FOLDER,
         "ubuntu-24-04",
@@ -677,8 +673,8 @@ async fn a_fetch_that_raced_a_mutation_is_not_shared() {
     let (redis, sim, instances) = start_fleet(3, shared_config(), None).await;
     // The first fetch gets the old image, dripped slowly: the mutation lands meanwhile.
     sim.set_fault(
-        baremetal_image_cache::sim::FaultScope::Image(IMG.to_string()),
-        baremetal_image_cache::sim::Fault::SlowDrip(Duration::from_millis(5)),
+        baremetal_api_sim::FaultScope::Image(IMG.to_string()),
+        baremetal_api_sim::Fault::SlowDrip(Duration::from_millis(5)),
         Some(1),
     );
     let slow = spawn_get(&instances[0], IMG, Some(ALICE));

@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
+use baremetal_api_sim::{Fault, FaultScope};
 use common::*;
 use http::{Method, Request, StatusCode};
 

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
+use baremetal_api_sim::{Fault, FaultScope};
 use bytes::Bytes;
 use common::*;
 use http::{Method, Request, StatusCode};

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
+use baremetal_api_sim::{Fault, FaultScope};
 use bytes::Bytes;
 use common::*;
 use http::{Method, Request, StatusCode};

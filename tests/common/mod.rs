@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baremetal_api_sim::{Image, Simulator};
 use baremetal_image_cache::config::{AuthMode, Config, UpstreamUrl};
-use baremetal_image_cache::sim::{Image, Simulator};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
