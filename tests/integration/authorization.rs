@@ -1,13 +1,11 @@
 //! Tenants never see each other's images through the cache: per-credential mode (default)
 //! and shared mode.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
-use common::*;
 use http::StatusCode;
 
 #[tokio::test]

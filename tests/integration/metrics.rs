@@ -2,15 +2,13 @@
 //! current at scrape time, and the dashboard and alert rules only name metrics that a real
 //! scrape exports.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 

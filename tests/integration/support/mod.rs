@@ -1,6 +1,8 @@
-//! Shared test harness: the real proxy (`baremetal_image_cache::run`) on `127.0.0.1:0` in
-//! front of the upstream simulator, and a small HTTP client.
-#![allow(dead_code)]
+//! What the test modules share: the real proxy (`baremetal_image_cache::run`) on
+//! `127.0.0.1:0` in front of the upstream simulator, a small HTTP client, metric scrapes, and
+//! real `redis-server` processes ([`redis_server`]).
+
+pub mod redis_server;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -250,6 +253,20 @@ pub async fn send(
 /// The image's JSON as the simulator serves it.
 pub fn expected_body(sim: &Simulator, id: &str) -> serde_json::Value {
     serde_json::to_value(sim.image(id).expect("image exists")).unwrap()
+}
+
+/// Proptest's settings with `cases` cases. A failing case is kept in a file beside the test
+/// module (`request_properties.rs` -> `request_properties.proptest-regressions`) and tried
+/// first from then on; proptest's default would look for it under `tests/proptest-regressions/`
+/// instead, because `main.rs` sits beside the modules.
+pub fn proptest_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
 }
 
 /// The metric name prefix.

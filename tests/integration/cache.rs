@@ -1,12 +1,10 @@
 //! Image.Get served from the cache: hits, expiry, READY-only storage, invalidation, purges,
 //! no-cache, negative caching, stale-if-error, and bodies that must not be stored.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
-use common::*;
 use http::{Method, StatusCode};
 
 /// A proxy whose entry for Alice's image has just gone past its 1 s TTL, and that entry's

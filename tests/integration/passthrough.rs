@@ -1,13 +1,11 @@
 //! Everything that is not the exact Image.Get goes upstream untouched, streamed both ways;
 //! upstream failures become the API's own error answers.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 

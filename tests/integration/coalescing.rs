@@ -1,13 +1,11 @@
 //! Concurrent misses share one upstream request: cold bursts, non-cacheable answers, a client
 //! that leaves, a leader that fails, and the waiter caps.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
-use common::*;
 use http::StatusCode;
 
 async fn burst(h: &Arc<Harness>, id: &'static str, n: usize) -> Vec<Reply> {

@@ -1,14 +1,12 @@
 //! The binary as an operator runs it: configuration failures, health endpoints, logs that
 //! never carry a credential, and a SIGTERM that drains in-flight requests before exit 0.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::{self, *};
 use baremetal_api_sim::{Fault, FaultScope};
-use common::*;
 use http::{Method, Request, StatusCode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_baremetal-image-cache");
@@ -329,7 +327,7 @@ fn the_example_configuration_is_valid_and_complete() {
         assert!(text.contains(&format!("{key} =")), "example lacks `{key}`");
     }
     // Uncommented, it loads as is (but for the client certificate, which needs real files
-    // and a rediss:// server: tests/fleet.rs covers it).
+    // and a rediss:// server: the fleet module covers it).
     let needs_files = ["redis-cert-file", "redis-key-file"];
     let uncommented: String = text
         .lines()
@@ -441,7 +439,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let health = common::send(
+    let health = support::send(
         &client,
         Request::get(format!("http://{admin}/healthz"))
             .body(Default::default())
@@ -458,7 +456,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
             .header("authorization", format!("Bearer {ALICE}"))
             .body(Default::default())
             .unwrap();
-        tokio::spawn(async move { common::send(&client, request).await })
+        tokio::spawn(async move { support::send(&client, request).await })
     };
     for _ in 0..500 {
         if sim.request_count() >= 1 {
@@ -479,7 +477,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         let probe = Request::get(format!("http://{admin}/readyz"))
             .body(Default::default())
             .unwrap();
-        if common::send(&client, probe).await.status == StatusCode::SERVICE_UNAVAILABLE {
+        if support::send(&client, probe).await.status == StatusCode::SERVICE_UNAVAILABLE {
             not_ready = true;
             break;
         }
@@ -530,7 +528,7 @@ async fn credentials_never_reach_the_logs() {
             .header("authorization", format!("Bearer {token}"))
             .body(Default::default())
             .unwrap();
-        common::send(&client, request).await;
+        support::send(&client, request).await;
     }
     let lines = stop_and_read_logs(&mut child).await;
     assert!(
@@ -559,7 +557,7 @@ async fn text_logs_into_a_pipe_carry_no_colour_codes() {
         .header("authorization", format!("Bearer {ALICE}"))
         .body(Default::default())
         .unwrap();
-    assert_eq!(common::send(&client, request).await.status, StatusCode::OK);
+    assert_eq!(support::send(&client, request).await.status, StatusCode::OK);
     let lines = stop_and_read_logs(&mut child).await;
     assert!(
         lines
@@ -639,7 +637,7 @@ async fn under_a_low_descriptor_limit_an_overloaded_proxy_answers_503_instead_of
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(refused, "no 503 came");
-    let scrape = common::send(
+    let scrape = support::send(
         &client,
         Request::get(format!("http://{admin}/metrics"))
             .body(Default::default())

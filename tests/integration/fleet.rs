@@ -1,21 +1,17 @@
 //! The Redis fleet tier: several proxy instances against one simulator and one real
 //! `redis-server`, as a fleet of sidecars would run.
 
-mod common;
-#[path = "common/redis_server.rs"]
-mod redis_server;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::redis_server::{RedisCluster, RedisServer};
+use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope, Simulator};
 use baremetal_image_cache::config::{RedisConfig, Secret};
 use baremetal_image_cache::Config;
 use bytes::Bytes;
-use common::*;
 use http::{Method, StatusCode};
 use http_body_util::Full;
-use redis_server::{RedisCluster, RedisServer};
 use tokio::net::TcpListener;
 
 const GRANT_KEY: &str = "fleet-test-grant-key-0123456789abcdef";

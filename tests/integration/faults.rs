@@ -2,15 +2,13 @@
 //! client's answer, the cache state afterwards (the next request's `X-Cache` and the
 //! upstream count) and the metric that counted it.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope, Image};
 use baremetal_image_cache::Config;
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
