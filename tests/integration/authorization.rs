@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
 use http::StatusCode;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn each_credential_gets_what_the_upstream_would_give_it() {

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
 use http::{Method, StatusCode};
+
+use crate::support::*;
 
 /// A proxy whose entry for Alice's image has just gone past its 1 s TTL, and that entry's
 /// body as first served.

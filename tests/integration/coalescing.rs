@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
 use http::StatusCode;
+
+use crate::support::*;
 
 async fn burst(h: &Arc<Harness>, id: &'static str, n: usize) -> Vec<Reply> {
     let mut tasks = Vec::with_capacity(n);

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope, Image};
 use baremetal_image_cache::Config;
 use bytes::Bytes;
@@ -13,6 +12,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::*;
 
 fn config(change: impl FnOnce(&mut Config)) -> Config {
     let mut config = Config {

@@ -4,8 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::redis_server::{RedisCluster, RedisServer};
-use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope, Simulator};
 use baremetal_image_cache::config::{RedisConfig, Secret};
 use baremetal_image_cache::Config;
@@ -13,6 +11,9 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body_util::Full;
 use tokio::net::TcpListener;
+
+use crate::support::redis_server::{RedisCluster, RedisServer};
+use crate::support::*;
 
 const GRANT_KEY: &str = "fleet-test-grant-key-0123456789abcdef";
 

@@ -5,9 +5,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{self, *};
 use baremetal_api_sim::{Fault, FaultScope};
 use http::{Method, Request, StatusCode};
+
+use crate::support::{self, *};
 
 const BIN: &str = env!("CARGO_BIN_EXE_baremetal-image-cache");
 

@@ -3,11 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::*;
 use baremetal_api_sim::{Fault, FaultScope};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn look_alike_paths_always_reach_the_upstream() {

@@ -5,10 +5,11 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use crate::support::*;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
+
+use crate::support::*;
 
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
