@@ -488,15 +488,15 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
 
 // ---- refresh ahead ---------------------------------------------------------------------
 
-/// Hits until one shows the entry was renewed (`Age: 0`), bounded.
+/// Hits until one shows the entry was renewed (`Age: 0`).
 async fn until_renewed(h: &Harness) {
-    for _ in 0..100 {
-        if h.get(IMG, Some(ALICE)).await.header("age") == Some("0") {
-            return;
+    eventually("the entry is renewed", || async move {
+        match h.get(IMG, Some(ALICE)).await.header("age") {
+            Some("0") => Ok(()),
+            age => Err(format!("Age: {age:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the entry was never renewed");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,14 +572,14 @@ async fn a_refresh_that_sees_a_non_ready_status_drops_the_entry() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     h.until_upstream_saw(2).await;
-    let mut dropped = 0.0;
-    for _ in 0..200 {
-        dropped = metric(&h, "invalidations_total{reason=\"deleting\"}").await;
-        if dropped == 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let dropped = {
+        let h = &h;
+        eventually("the refresh drops the entry", || async move {
+            let dropped = metric(h, "invalidations_total{reason=\"deleting\"}").await;
+            (dropped == 1.0).then_some(dropped)
+        })
+        .await
+    };
     assert_eq!(dropped, 1.0, "the refresh dropped the entry");
     let next = h.get(IMG, Some(ALICE)).await;
     assert_eq!(next.x_cache(), "MISS", "well inside the 30 s TTL");

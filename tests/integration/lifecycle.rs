@@ -394,22 +394,29 @@ async fn start_binary(upstream: &str, extra_env: &[(&str, &str)]) -> (Child, Str
         command.env(k, v);
     }
     let child = Child(command.spawn().expect("binary starts"));
+    until_ready(&admin).await;
+    (child, listen, admin)
+}
+
+/// Waits until the binary's readiness endpoint on `admin` answers 200.
+async fn until_ready(admin: &str) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    for _ in 0..500 {
+    eventually("the proxy becomes ready", || {
         let request = Request::get(format!("http://{admin}/readyz"))
             .body(Default::default())
             .unwrap();
-        if let Ok(Ok(r)) =
-            tokio::time::timeout(Duration::from_secs(1), client.request(request)).await
-        {
-            if r.status() == StatusCode::OK {
-                return (child, listen, admin);
+        let answer = tokio::time::timeout(Duration::from_secs(1), client.request(request));
+        async move {
+            match answer.await {
+                Ok(Ok(r)) if r.status() == StatusCode::OK => Ok(()),
+                Ok(Ok(r)) => Err(format!("/readyz answered {}", r.status())),
+                Ok(Err(e)) => Err(format!("/readyz: {e}")),
+                Err(_) => Err("/readyz did not answer within 1 s".to_string()),
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the proxy never became ready");
+    })
+    .await
 }
 
 /// Stops the binary (SIGTERM) and reads everything it logged.
@@ -459,11 +466,12 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
             .unwrap();
         tokio::spawn(async move { support::send(&client, request).await })
     };
-    for _ in 0..500 {
-        if sim.request_count() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    {
+        let sim = &sim;
+        eventually("the request reaches the upstream", || async move {
+            (sim.request_count() >= 1).then_some(())
+        })
+        .await;
     }
     assert_eq!(sim.request_count(), 1, "the request is in flight");
     let pid = child.0.id().to_string();
@@ -473,18 +481,19 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .unwrap()
         .success());
     // While it drains, the admin listener still answers, and says it is not ready.
-    let mut not_ready = false;
-    for _ in 0..100 {
-        let probe = Request::get(format!("http://{admin}/readyz"))
-            .body(Default::default())
-            .unwrap();
-        if support::send(&client, probe).await.status == StatusCode::SERVICE_UNAVAILABLE {
-            not_ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    {
+        let (client, admin) = (&client, &admin);
+        eventually("/readyz turns 503 during the drain", || async move {
+            let probe = Request::get(format!("http://{admin}/readyz"))
+                .body(Default::default())
+                .unwrap();
+            match support::send(client, probe).await.status {
+                StatusCode::SERVICE_UNAVAILABLE => Ok(()),
+                status => Err(format!("/readyz answered {status}")),
+            }
+        })
+        .await;
     }
-    assert!(not_ready, "/readyz turns 503 during the drain");
 
     let reply = in_flight.await.unwrap();
     assert_eq!(
@@ -595,21 +604,7 @@ async fn under_a_low_descriptor_limit_an_overloaded_proxy_answers_503_instead_of
     );
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let mut ready = false;
-    for _ in 0..500 {
-        let probe = Request::get(format!("http://{admin}/readyz"))
-            .body(Default::default())
-            .unwrap();
-        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), client.request(probe)).await
-        {
-            ready = r.status() == StatusCode::OK;
-            if ready {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ready, "the proxy never became ready");
+    until_ready(&admin).await;
     // 300 idle connections: more than 256 descriptors could hold.
     let mut idle = Vec::new();
     for _ in 0..300 {
@@ -617,27 +612,26 @@ async fn under_a_low_descriptor_limit_an_overloaded_proxy_answers_503_instead_of
     }
     // A new client is never left hanging: it is answered, or closed while the proxy is busy
     // refusing the idle ones, and soon gets the documented 503.
-    let mut refused = false;
-    for _ in 0..50 {
-        let request = Request::get(format!("http://{listen}/baremetal/v1alpha/zones"))
-            .body(Default::default())
-            .unwrap();
-        let fresh =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_max_idle_per_host(0)
-                .build_http::<http_body_util::Full<bytes::Bytes>>();
-        let answered = tokio::time::timeout(Duration::from_secs(5), fresh.request(request))
-            .await
-            .expect("answered or closed, not left hanging");
-        if let Ok(reply) = answered {
+    {
+        let listen = &listen;
+        eventually("a 503 comes", || async move {
+            let request = Request::get(format!("http://{listen}/baremetal/v1alpha/zones"))
+                .body(Default::default())
+                .unwrap();
+            let fresh =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(0)
+                    .build_http::<http_body_util::Full<bytes::Bytes>>();
+            let answered = tokio::time::timeout(Duration::from_secs(5), fresh.request(request))
+                .await
+                .expect("answered or closed, not left hanging");
+            let reply = answered.map_err(|e| format!("closed: {e}"))?;
             assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(reply.headers()["retry-after"], "1");
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        })
+        .await;
     }
-    assert!(refused, "no 503 came");
     let scrape = support::send(
         &client,
         Request::get(format!("http://{admin}/metrics"))

@@ -188,14 +188,17 @@ async fn in_flight_fetches_and_waiters_are_current_at_scrape_time() {
     for _ in 0..3 {
         requests.push(spawn_get(&h, IMG, Some(ALICE)));
     }
-    let mut scrape = Scrape::take(&h).await;
-    for _ in 0..200 {
-        if scrape.get(&format!("{P}_waiters")) == 3.0 {
-            break;
+    let h = &h;
+    let scrape = eventually("three waiters join the flight", || async move {
+        let scrape = Scrape::take(h).await;
+        let waiters = scrape.get(&format!("{P}_waiters"));
+        if waiters == 3.0 {
+            Ok(scrape)
+        } else {
+            Err(format!("{waiters} waiters"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        scrape = Scrape::take(&h).await;
-    }
+    })
+    .await;
     assert_eq!(scrape.get(&format!("{P}_inflight_fetches")), 1.0);
     assert_eq!(scrape.get(&format!("{P}_waiters")), 3.0);
     leader.abort();

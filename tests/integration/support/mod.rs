@@ -1,8 +1,12 @@
 //! What the test modules share: the real proxy (`baremetal_image_cache::run`) on
-//! `127.0.0.1:0` in front of the upstream simulator, a small HTTP client, metric scrapes, and
-//! real `redis-server` processes ([`redis_server`]).
+//! `127.0.0.1:0` in front of the upstream simulator, a small HTTP client, metric scrapes, the
+//! one way to wait for what a test cannot await ([`eventually`]), and real `redis-server`
+//! processes ([`redis_server`]).
 
+mod eventually;
 pub mod redis_server;
+
+pub use eventually::{eventually, try_eventually};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -200,18 +204,16 @@ impl Harness {
         self.send(request).await
     }
 
-    /// Waits (by polling the simulator's own counter, bounded) until it has seen `n` requests.
+    /// Waits until the simulator has seen `n` requests (by its own counter).
     pub async fn until_upstream_saw(&self, n: u64) {
-        for _ in 0..1000 {
-            if self.sim.request_count() >= n {
-                return;
+        let sim = &self.sim;
+        eventually(&format!("the upstream sees {n} requests"), || async move {
+            match sim.request_count() {
+                seen if seen >= n => Ok(()),
+                seen => Err(format!("it saw {seen}")),
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "the upstream never saw {n} requests (saw {})",
-            self.sim.request_count()
-        );
+        })
+        .await
     }
 
     pub async fn stop(mut self) {
