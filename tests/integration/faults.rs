@@ -454,12 +454,14 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
         c.header_read_timeout = Duration::from_millis(500)
     }))
     .await;
+    // The clock starts before the proxy's can (at the connection), so a slow test thread can
+    // only make the wait it measures longer, never shorter.
+    let started = Instant::now();
     let mut stream = TcpStream::connect(h.addr).await.unwrap();
     stream
         .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHo")
         .await
         .unwrap();
-    let started = Instant::now();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
     assert!(read.is_ok(), "the proxy closed the connection");
