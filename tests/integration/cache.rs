@@ -396,10 +396,11 @@ async fn only_headers_that_describe_the_body_are_replayed() {
     assert_eq!(hit.x_cache(), "HIT");
     assert_eq!(names(&hit), expected);
     assert_eq!(hit.header("etag"), Some("\"v1\""));
-    // A request that shared another's fetch gets the same, and no `age`.
+    // A request that shared another's fetch gets the same, and no `age`. (The fetch is slow
+    // enough for the waiter to join it even on a loaded machine.)
     h.sim.set_fault(
         FaultScope::All,
-        Fault::Delay(Duration::from_millis(400)),
+        Fault::Delay(Duration::from_millis(1500)),
         None,
     );
     let leader = spawn_get(&h, IMG2, Some(ALICE));

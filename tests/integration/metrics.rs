@@ -17,7 +17,7 @@ use crate::support::*;
 async fn known_traffic_moves_each_counter_exactly() {
     let h = Arc::new(
         Harness::with_config(baremetal_image_cache::Config {
-            upstream_timeout: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(3),
             stale_if_error: Duration::ZERO,
             ..test_config()
         })
@@ -34,10 +34,11 @@ async fn known_traffic_moves_each_counter_exactly() {
     for _ in 0..3 {
         assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     }
-    // A flight of 1 leader and 5 waiters: 6 misses, 5 coalesced.
+    // A flight of 1 leader and 5 waiters: 6 misses, 5 coalesced. The fetch is slow enough for
+    // the waiters to join it, and quick enough for the timeout, even on a loaded machine.
     h.sim.set_fault(
         FaultScope::All,
-        Fault::Delay(Duration::from_millis(600)),
+        Fault::Delay(Duration::from_millis(1500)),
         None,
     );
     let leader = spawn_get(&h, IMG2, Some(ALICE));
