@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Image, Simulator};
+use baremetal_api_sim::{Image, Simulator};
 
 const TOKEN: &str = "t1.burst-bench-token";
 const FOLDER: &str = "b1gburstfolder000001";

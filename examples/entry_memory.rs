@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Image, Simulator};
+use baremetal_api_sim::{Image, Simulator};
 use bytes::Bytes;
 
 use http_body_util::Full;

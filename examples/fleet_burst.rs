@@ -10,7 +10,7 @@
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Image, Simulator};
+use baremetal_api_sim::{Image, Simulator};
 
 const TOKEN: &str = "t1.fleet-bench-token";
 const FOLDER: &str = "b1gfleetfolder000001";

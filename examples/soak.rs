@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use baremetal_image_cache::sim::{Fault, FaultScope, Image, Simulator};
+use baremetal_api_sim::{Fault, FaultScope, Image, Simulator};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};

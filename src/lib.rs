@@ -29,7 +29,8 @@
 //! Dependencies point one way, down this list: `server`, `admin` > `rest` > `flow` >
 //! `fleet` > `cache`, `coalesce`, `upstream` > `http` > `metrics` > `outcome`, `route`,
 //! `image`, `auth`, `config`, `error`, `descriptors`, `logging`. No two modules import each
-//! other.
+//! other. The upstream simulator the tests, examples and benchmarks run against is a crate
+//! of its own (`crates/baremetal-api-sim`); nothing here uses it.
 
 mod admin;
 mod auth;
@@ -48,7 +49,6 @@ mod outcome;
 mod rest;
 pub mod route;
 mod server;
-pub mod sim;
 mod upstream;
 
 pub use config::{AuthMode, Config, ConfigError, RedisConfig, Secret, UpstreamUrl};

@@ -1,11 +1,11 @@
 //! `baremetal-api-sim`: the upstream BareMetal images API simulator
-//! ([`baremetal_image_cache::sim`]) as a program, for the README try-it-out and benchmarks.
+//! ([`baremetal_api_sim`]) as a program, for the README try-it-out and benchmarks.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use baremetal_image_cache::sim::{Simulator, DEMO_READY_AFTER, DEMO_TENANTS};
+use baremetal_api_sim::{Simulator, DEMO_READY_AFTER, DEMO_TENANTS};
 use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;

@@ -4,7 +4,8 @@
 use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use super::{eventually, try_eventually};
 
 pub struct RedisServer {
     pub port: u16,
@@ -226,38 +227,47 @@ impl RedisServer {
             .spawn()
             .expect("redis-server runs (apt-get install redis-server)");
         self.child = Some(child);
-        let started = Instant::now();
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
-                self.child = None;
-                return Err(format!(
-                    "redis-server on port {} exited: {status}",
-                    self.port
-                ));
-            }
-            if let Ok(mut c) = self.client().get_multiplexed_async_connection().await {
+        let port = self.port;
+        let client = self.client();
+        let ours = self.dir.canonicalize().unwrap_or_else(|_| self.dir.clone());
+        let child = &mut self.child;
+        // Ok(Err(..)): it will not come up as ours, so waiting longer is no use.
+        let up = try_eventually(|| {
+            let exited = match child.as_mut().map(Child::try_wait) {
+                Some(Ok(Some(status))) => {
+                    *child = None;
+                    Some(status)
+                }
+                _ => None,
+            };
+            let (client, ours) = (client.clone(), ours.clone());
+            async move {
+                if let Some(status) = exited {
+                    return Ok(Err(format!("redis-server on port {port} exited: {status}")));
+                }
+                let mut c = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .map_err(|e| format!("no connection: {e}"))?;
                 // Ours, not another test's server that took the port: it works in our dir.
-                let dir: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+                let dir: Vec<String> = redis::cmd("CONFIG")
                     .arg("GET")
                     .arg("dir")
                     .query_async(&mut c)
-                    .await;
-                if let Ok(dir) = dir {
-                    let ours = self.dir.canonicalize().unwrap_or_else(|_| self.dir.clone());
-                    if dir.get(1).map(std::path::Path::new) == Some(ours.as_path()) {
-                        return Ok(());
-                    }
-                    return Err(format!("port {} answers from {dir:?}", self.port));
+                    .await
+                    .map_err(|e| format!("CONFIG GET dir: {e}"))?;
+                if dir.get(1).map(std::path::Path::new) == Some(ours.as_path()) {
+                    return Ok(Ok(()));
                 }
+                Ok(Err(format!("port {port} answers from {dir:?}")))
             }
-            if started.elapsed() > Duration::from_secs(10) {
-                return Err(format!(
-                    "redis-server on port {} did not come up",
-                    self.port
-                ));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await;
+        up.unwrap_or_else(|last| {
+            Err(format!(
+                "redis-server on port {port} did not come up: {last}"
+            ))
+        })
     }
 
     /// Kills the server at once (no shutdown courtesy), like a crash.
@@ -329,23 +339,19 @@ impl RedisCluster {
         assert!(created.success(), "redis-cli --cluster create failed");
         // Every node must agree that all slots are served before the test starts.
         for node in &nodes {
-            let started = Instant::now();
-            let mut connection = node.connection().await;
-            loop {
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut connection)
-                    .await
-                    .unwrap_or_default();
-                if info.contains("cluster_state:ok") {
-                    break;
+            let connection = node.connection().await;
+            eventually("the cluster becomes ok", || {
+                let mut connection = connection.clone();
+                async move {
+                    let info: String = redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query_async(&mut connection)
+                        .await
+                        .unwrap_or_default();
+                    info.contains("cluster_state:ok").then_some(())
                 }
-                assert!(
-                    started.elapsed() < Duration::from_secs(20),
-                    "the cluster never became ok"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            })
+            .await;
         }
         RedisCluster { nodes }
     }

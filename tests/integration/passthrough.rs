@@ -1,15 +1,14 @@
 //! Everything that is not the exact Image.Get goes upstream untouched, streamed both ways;
 //! upstream failures become the API's own error answers.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
+use baremetal_api_sim::{Fault, FaultScope};
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn look_alike_paths_always_reach_the_upstream() {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope, Image, Simulator};
+use baremetal_api_sim::{Fault, FaultScope, Image, Simulator};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};

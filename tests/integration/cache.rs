@@ -1,13 +1,12 @@
 //! Image.Get served from the cache: hits, expiry, READY-only storage, invalidation, purges,
 //! no-cache, negative caching, stale-if-error, and bodies that must not be stored.
 
-mod common;
-
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
-use common::*;
+use baremetal_api_sim::{Fault, FaultScope};
 use http::{Method, StatusCode};
+
+use crate::support::*;
 
 /// A proxy whose entry for Alice's image has just gone past its 1 s TTL, and that entry's
 /// body as first served.
@@ -246,7 +245,7 @@ async fn mutations_invalidate_their_image() {
         }
         if method == Method::DELETE {
             assert_eq!(after.status, StatusCode::NOT_FOUND);
-            h.sim.put_image(baremetal_image_cache::sim::Image::ready(
+            h.sim.put_image(baremetal_api_sim::Image::ready(
                 IMG2,
                 ALICE_FOLDER,
                 "debian-12",
@@ -307,7 +306,7 @@ async fn a_mutation_the_api_refused_invalidates_nothing() {
     // A 404 to Alice, who could read it: the image is gone.
     h.sim.set_status(IMG, "DELETING");
     let gone = h.sim.image(IMG).unwrap();
-    h.sim.put_image(baremetal_image_cache::sim::Image {
+    h.sim.put_image(baremetal_api_sim::Image {
         folder_id: ALICE_FOLDER.into(),
         ..gone
     });
@@ -397,10 +396,11 @@ async fn only_headers_that_describe_the_body_are_replayed() {
     assert_eq!(hit.x_cache(), "HIT");
     assert_eq!(names(&hit), expected);
     assert_eq!(hit.header("etag"), Some("\"v1\""));
-    // A request that shared another's fetch gets the same, and no `age`.
+    // A request that shared another's fetch gets the same, and no `age`. (The fetch is slow
+    // enough for the waiter to join it even on a loaded machine.)
     h.sim.set_fault(
         FaultScope::All,
-        Fault::Delay(Duration::from_millis(400)),
+        Fault::Delay(Duration::from_millis(1500)),
         None,
     );
     let leader = spawn_get(&h, IMG2, Some(ALICE));

@@ -132,7 +132,7 @@ impl ImageStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::model::CREATING;
+    use crate::model::CREATING;
 
     fn creating(id: &str) -> Image {
         Image {

@@ -2,23 +2,22 @@
 //! current at scrape time, and the dashboard and alert rules only name metrics that a real
 //! scrape exports.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
+use baremetal_api_sim::{Fault, FaultScope};
 use bytes::Bytes;
-use common::*;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
+
+use crate::support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn known_traffic_moves_each_counter_exactly() {
     let h = Arc::new(
         Harness::with_config(baremetal_image_cache::Config {
-            upstream_timeout: Duration::from_secs(1),
+            upstream_timeout: Duration::from_secs(3),
             stale_if_error: Duration::ZERO,
             ..test_config()
         })
@@ -35,10 +34,11 @@ async fn known_traffic_moves_each_counter_exactly() {
     for _ in 0..3 {
         assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     }
-    // A flight of 1 leader and 5 waiters: 6 misses, 5 coalesced.
+    // A flight of 1 leader and 5 waiters: 6 misses, 5 coalesced. The fetch is slow enough for
+    // the waiters to join it, and quick enough for the timeout, even on a loaded machine.
     h.sim.set_fault(
         FaultScope::All,
-        Fault::Delay(Duration::from_millis(600)),
+        Fault::Delay(Duration::from_millis(1500)),
         None,
     );
     let leader = spawn_get(&h, IMG2, Some(ALICE));
@@ -189,14 +189,17 @@ async fn in_flight_fetches_and_waiters_are_current_at_scrape_time() {
     for _ in 0..3 {
         requests.push(spawn_get(&h, IMG, Some(ALICE)));
     }
-    let mut scrape = Scrape::take(&h).await;
-    for _ in 0..200 {
-        if scrape.get(&format!("{P}_waiters")) == 3.0 {
-            break;
+    let h = &h;
+    let scrape = eventually("three waiters join the flight", || async move {
+        let scrape = Scrape::take(h).await;
+        let waiters = scrape.get(&format!("{P}_waiters"));
+        if waiters == 3.0 {
+            Ok(scrape)
+        } else {
+            Err(format!("{waiters} waiters"))
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        scrape = Scrape::take(&h).await;
-    }
+    })
+    .await;
     assert_eq!(scrape.get(&format!("{P}_inflight_fetches")), 1.0);
     assert_eq!(scrape.get(&format!("{P}_waiters")), 3.0);
     leader.abort();

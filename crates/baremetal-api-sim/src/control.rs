@@ -1,4 +1,4 @@
-//! The control API under `/_sim/` (forms documented in the module docs of [`crate::sim`]):
+//! The control API under `/_sim/` (forms documented in the crate docs):
 //! for harnesses that drive a simulator running in another process. Not counted, not
 //! recorded, never faulted.
 

@@ -2,11 +2,12 @@
 //! for integration tests, the README try-it-out and benchmarks of the proxy. It answers like
 //! the real API (same JSON, error shape, headers and ID rules; see
 //! `upstream-api/baremetal-v1alpha.md`), counts and records what it receives, and misbehaves
-//! on demand. The proxy never uses this module; only tests and the `baremetal-api-sim` binary.
+//! on demand. The proxy never uses this crate; only its tests, examples and benchmarks, and the
+//! `baremetal-api-sim` binary.
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
-//! use baremetal_image_cache::sim::{Fault, FaultScope, Simulator};
+//! use baremetal_api_sim::{Fault, FaultScope, Simulator};
 //!
 //! let sim = Simulator::demo();
 //! let addr = sim.clone().spawn().await?;
@@ -115,7 +116,7 @@ pub struct DemoImage {
     pub status: &'static str,
 }
 
-/// The demo data [`Simulator::demo`] loads (the table in the module docs).
+/// The demo data [`Simulator::demo`] loads (the table in the crate docs).
 pub const DEMO_TENANTS: &[DemoTenant] = &[
     DemoTenant {
         token: "t1.alice-demo-token",
@@ -177,7 +178,7 @@ impl Simulator {
         Simulator::default()
     }
 
-    /// The demo data of the module docs ([`DEMO_TENANTS`]); created images turn READY after 5 s.
+    /// The demo data of the crate docs ([`DEMO_TENANTS`]); created images turn READY after 5 s.
     pub fn demo() -> Simulator {
         let sim = Simulator::new();
         for tenant in DEMO_TENANTS {

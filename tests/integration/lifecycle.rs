@@ -1,15 +1,14 @@
 //! The binary as an operator runs it: configuration failures, health endpoints, logs that
 //! never carry a credential, and a SIGTERM that drains in-flight requests before exit 0.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
-use common::*;
+use baremetal_api_sim::{Fault, FaultScope};
 use http::{Method, Request, StatusCode};
+
+use crate::support::{self, *};
 
 const BIN: &str = env!("CARGO_BIN_EXE_baremetal-image-cache");
 
@@ -335,7 +334,7 @@ fn the_example_configuration_is_valid_and_complete() {
         assert!(text.contains(&format!("{key} =")), "example lacks `{key}`");
     }
     // Uncommented, it loads as is (but for the client certificate, which needs real files
-    // and a rediss:// server: tests/fleet.rs covers it).
+    // and a rediss:// server: the fleet module covers it).
     let needs_files = ["redis-cert-file", "redis-key-file"];
     let uncommented: String = text
         .lines()
@@ -401,22 +400,29 @@ async fn start_binary(upstream: &str, extra_env: &[(&str, &str)]) -> (Child, Str
         command.env(k, v);
     }
     let child = Child(command.spawn().expect("binary starts"));
+    until_ready(&admin).await;
+    (child, listen, admin)
+}
+
+/// Waits until the binary's readiness endpoint on `admin` answers 200.
+async fn until_ready(admin: &str) {
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    for _ in 0..500 {
+    eventually("the proxy becomes ready", || {
         let request = Request::get(format!("http://{admin}/readyz"))
             .body(Default::default())
             .unwrap();
-        if let Ok(Ok(r)) =
-            tokio::time::timeout(Duration::from_secs(1), client.request(request)).await
-        {
-            if r.status() == StatusCode::OK {
-                return (child, listen, admin);
+        let answer = tokio::time::timeout(Duration::from_secs(1), client.request(request));
+        async move {
+            match answer.await {
+                Ok(Ok(r)) if r.status() == StatusCode::OK => Ok(()),
+                Ok(Ok(r)) => Err(format!("/readyz answered {}", r.status())),
+                Ok(Err(e)) => Err(format!("/readyz: {e}")),
+                Err(_) => Err("/readyz did not answer within 1 s".to_string()),
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the proxy never became ready");
+    })
+    .await
 }
 
 /// Stops the binary (SIGTERM) and reads everything it logged.
@@ -447,7 +453,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let health = common::send(
+    let health = support::send(
         &client,
         Request::get(format!("http://{admin}/healthz"))
             .body(Default::default())
@@ -464,13 +470,14 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
             .header("authorization", format!("Bearer {ALICE}"))
             .body(Default::default())
             .unwrap();
-        tokio::spawn(async move { common::send(&client, request).await })
+        tokio::spawn(async move { support::send(&client, request).await })
     };
-    for _ in 0..500 {
-        if sim.request_count() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    {
+        let sim = &sim;
+        eventually("the request reaches the upstream", || async move {
+            (sim.request_count() >= 1).then_some(())
+        })
+        .await;
     }
     assert_eq!(sim.request_count(), 1, "the request is in flight");
     let pid = child.0.id().to_string();
@@ -480,18 +487,19 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .unwrap()
         .success());
     // While it drains, the admin listener still answers, and says it is not ready.
-    let mut not_ready = false;
-    for _ in 0..100 {
-        let probe = Request::get(format!("http://{admin}/readyz"))
-            .body(Default::default())
-            .unwrap();
-        if common::send(&client, probe).await.status == StatusCode::SERVICE_UNAVAILABLE {
-            not_ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    {
+        let (client, admin) = (&client, &admin);
+        eventually("/readyz turns 503 during the drain", || async move {
+            let probe = Request::get(format!("http://{admin}/readyz"))
+                .body(Default::default())
+                .unwrap();
+            match support::send(client, probe).await.status {
+                StatusCode::SERVICE_UNAVAILABLE => Ok(()),
+                status => Err(format!("/readyz answered {status}")),
+            }
+        })
+        .await;
     }
-    assert!(not_ready, "/readyz turns 503 during the drain");
 
     let reply = in_flight.await.unwrap();
     assert_eq!(
@@ -536,7 +544,7 @@ async fn credentials_never_reach_the_logs() {
             .header("authorization", format!("Bearer {token}"))
             .body(Default::default())
             .unwrap();
-        common::send(&client, request).await;
+        support::send(&client, request).await;
     }
     let lines = stop_and_read_logs(&mut child).await;
     assert!(
@@ -565,7 +573,7 @@ async fn text_logs_into_a_pipe_carry_no_colour_codes() {
         .header("authorization", format!("Bearer {ALICE}"))
         .body(Default::default())
         .unwrap();
-    assert_eq!(common::send(&client, request).await.status, StatusCode::OK);
+    assert_eq!(support::send(&client, request).await.status, StatusCode::OK);
     let lines = stop_and_read_logs(&mut child).await;
     assert!(
         lines
@@ -602,21 +610,7 @@ async fn under_a_low_descriptor_limit_an_overloaded_proxy_answers_503_instead_of
     );
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let mut ready = false;
-    for _ in 0..500 {
-        let probe = Request::get(format!("http://{admin}/readyz"))
-            .body(Default::default())
-            .unwrap();
-        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), client.request(probe)).await
-        {
-            ready = r.status() == StatusCode::OK;
-            if ready {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(ready, "the proxy never became ready");
+    until_ready(&admin).await;
     // 300 idle connections: more than 256 descriptors could hold.
     let mut idle = Vec::new();
     for _ in 0..300 {
@@ -624,28 +618,27 @@ async fn under_a_low_descriptor_limit_an_overloaded_proxy_answers_503_instead_of
     }
     // A new client is never left hanging: it is answered, or closed while the proxy is busy
     // refusing the idle ones, and soon gets the documented 503.
-    let mut refused = false;
-    for _ in 0..50 {
-        let request = Request::get(format!("http://{listen}/baremetal/v1alpha/zones"))
-            .body(Default::default())
-            .unwrap();
-        let fresh =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_max_idle_per_host(0)
-                .build_http::<http_body_util::Full<bytes::Bytes>>();
-        let answered = tokio::time::timeout(Duration::from_secs(5), fresh.request(request))
-            .await
-            .expect("answered or closed, not left hanging");
-        if let Ok(reply) = answered {
+    {
+        let listen = &listen;
+        eventually("a 503 comes", || async move {
+            let request = Request::get(format!("http://{listen}/baremetal/v1alpha/zones"))
+                .body(Default::default())
+                .unwrap();
+            let fresh =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .pool_max_idle_per_host(0)
+                    .build_http::<http_body_util::Full<bytes::Bytes>>();
+            let answered = tokio::time::timeout(Duration::from_secs(5), fresh.request(request))
+                .await
+                .expect("answered or closed, not left hanging");
+            let reply = answered.map_err(|e| format!("closed: {e}"))?;
             assert_eq!(reply.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(reply.headers()["retry-after"], "1");
-            refused = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        })
+        .await;
     }
-    assert!(refused, "no 503 came");
-    let scrape = common::send(
+    let scrape = support::send(
         &client,
         Request::get(format!("http://{admin}/metrics"))
             .body(Default::default())

@@ -4,6 +4,8 @@ use baremetal_image_cache::route::{classify, is_valid_image_id, Route, IMAGES_PR
 use http::Method;
 use proptest::prelude::*;
 
+use crate::support::proptest_config;
+
 fn method() -> impl Strategy<Value = Method> {
     prop_oneof![
         Just(Method::GET),
@@ -45,7 +47,7 @@ fn cacheable() -> regex::Regex {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(5000))]
+    #![proptest_config(proptest_config(5000))]
 
     #[test]
     fn only_the_exact_shape_is_cacheable(method in method(), target in target()) {

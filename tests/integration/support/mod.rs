@@ -1,20 +1,27 @@
-//! Shared test harness: the real proxy (`baremetal_image_cache::run`) on `127.0.0.1:0` in
-//! front of the upstream simulator, and a small HTTP client.
-#![allow(dead_code)]
+//! What the test modules share: the real proxy (`baremetal_image_cache::run`) on
+//! `127.0.0.1:0` in front of the upstream simulator, a small HTTP client, metric scrapes, the
+//! one way to wait for what a test cannot await ([`eventually`]), and real `redis-server`
+//! processes ([`redis_server`]).
+
+mod eventually;
+pub mod redis_server;
+
+pub use eventually::{eventually, try_eventually};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baremetal_api_sim::{Image, Simulator};
 use baremetal_image_cache::config::{AuthMode, Config, UpstreamUrl};
-use baremetal_image_cache::sim::{Image, Simulator};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use proptest::test_runner::{Config as ProptestConfig, FileFailurePersistence};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -197,18 +204,16 @@ impl Harness {
         self.send(request).await
     }
 
-    /// Waits (by polling the simulator's own counter, bounded) until it has seen `n` requests.
+    /// Waits until the simulator has seen `n` requests (by its own counter).
     pub async fn until_upstream_saw(&self, n: u64) {
-        for _ in 0..1000 {
-            if self.sim.request_count() >= n {
-                return;
+        let sim = &self.sim;
+        eventually(&format!("the upstream sees {n} requests"), || async move {
+            match sim.request_count() {
+                seen if seen >= n => Ok(()),
+                seen => Err(format!("it saw {seen}")),
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!(
-            "the upstream never saw {n} requests (saw {})",
-            self.sim.request_count()
-        );
+        })
+        .await
     }
 
     pub async fn stop(mut self) {
@@ -250,6 +255,20 @@ pub async fn send(
 /// The image's JSON as the simulator serves it.
 pub fn expected_body(sim: &Simulator, id: &str) -> serde_json::Value {
     serde_json::to_value(sim.image(id).expect("image exists")).unwrap()
+}
+
+/// Proptest's settings with `cases` cases. A failing case is kept in a file beside the test
+/// module (`request_properties.rs` -> `request_properties.proptest-regressions`) and tried
+/// first from then on; proptest's default would look for it under `tests/proptest-regressions/`
+/// instead, because `main.rs` sits beside the modules.
+pub fn proptest_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        ..ProptestConfig::default()
+    }
 }
 
 /// The metric name prefix.

@@ -2,15 +2,14 @@
 //! always answers, never serves a cached body to anything but the exact Image.Get shape, and
 //! never forwards a hop-by-hop header.
 
-mod common;
-
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::*;
 use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
+
+use crate::support::*;
 
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -77,7 +76,7 @@ fn headers() -> impl Strategy<Value = Vec<(String, String)>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(proptest_config(300))]
 
     #[test]
     fn the_proxy_always_answers_never_leaks_the_cache_and_drops_hop_headers(

@@ -1,22 +1,19 @@
 //! The Redis fleet tier: several proxy instances against one simulator and one real
 //! `redis-server`, as a fleet of sidecars would run.
 
-mod common;
-#[path = "common/redis_server.rs"]
-mod redis_server;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use baremetal_api_sim::{Fault, FaultScope, Simulator};
 use baremetal_image_cache::config::{RedisConfig, Secret};
-use baremetal_image_cache::sim::{Fault, FaultScope, Simulator};
 use baremetal_image_cache::Config;
 use bytes::Bytes;
-use common::*;
 use http::{Method, StatusCode};
 use http_body_util::Full;
-use redis_server::{RedisCluster, RedisServer};
 use tokio::net::TcpListener;
+
+use crate::support::redis_server::{RedisCluster, RedisServer};
+use crate::support::*;
 
 const GRANT_KEY: &str = "fleet-test-grant-key-0123456789abcdef";
 
@@ -50,21 +47,25 @@ async fn start_fleet(
     (redis, sim, instances)
 }
 
-/// Waits (bounded) until no fill lease is held: every fetch under way has finished with Redis.
+/// Waits until no fill lease is held: every fetch under way has finished with Redis.
 async fn until_no_leases(redis: &RedisServer) {
-    let mut connection = redis.connection().await;
-    for _ in 0..500 {
-        let leases: Vec<String> = redis::cmd("KEYS")
-            .arg("bic-test:*:lease:*")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if leases.is_empty() {
-            return;
+    let connection = redis.connection().await;
+    eventually("every fill lease is released", || {
+        let mut connection = connection.clone();
+        async move {
+            let leases: Vec<String> = redis::cmd("KEYS")
+                .arg("bic-test:*:lease:*")
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            if leases.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("held: {leases:?}"))
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("a fill lease was never released");
+    })
+    .await
 }
 
 /// Writes `value` under `key`, as another (or a misbehaving) instance would.
@@ -104,11 +105,7 @@ fn patch_description(h: &Harness, id: &str, description: &str) -> http::Request<
 }
 
 /// `n` proxies against one simulator, sharing `redis`.
-async fn fleet(
-    n: usize,
-    sim: &baremetal_image_cache::sim::Simulator,
-    config: Config,
-) -> Vec<Arc<Harness>> {
+async fn fleet(n: usize, sim: &baremetal_api_sim::Simulator, config: Config) -> Vec<Arc<Harness>> {
     let upstream = sim.clone().spawn().await.expect("simulator starts");
     let mut instances = Vec::new();
     for _ in 0..n {
@@ -120,8 +117,8 @@ async fn fleet(
     instances
 }
 
-/// Waits (bounded) until every instance's subscription is up: before that an instance takes
-/// no shared value, and would not hear a message of the test.
+/// Waits until every instance's subscription is up: before that an instance takes no shared
+/// value, and would not hear a message of the test.
 async fn until_listening(instances: &[Arc<Harness>]) {
     for h in instances {
         until_metric(h, &format!("{P}_l2_subscribed"), 1.0).await;
@@ -146,21 +143,22 @@ fn fleet_drops() -> String {
     format!("{P}_invalidations_total{{reason=\"fleet\"}}")
 }
 
-/// Polls `series` on `h` (bounded) until it reaches `at_least`.
+/// Waits until `series` on `h` reaches `at_least`.
 async fn until_metric(h: &Harness, series: &str, at_least: f64) {
-    for _ in 0..1000 {
-        if Scrape::take(h).await.get(series) >= at_least {
-            return;
+    eventually(&format!("{series} reaches {at_least}"), || async move {
+        let scrape = Scrape::take(h).await;
+        let value = scrape.get(series);
+        if value >= at_least {
+            return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let l2: Vec<_> = Scrape::take(h)
-        .await
-        .0
-        .into_iter()
-        .filter(|(k, v)| k.contains("_l2_") && *v != 0.0)
-        .collect();
-    panic!("{series} never reached {at_least}; the tier's non-zero series: {l2:?}");
+        let l2: Vec<_> = scrape
+            .0
+            .into_iter()
+            .filter(|(k, v)| k.contains("_l2_") && *v != 0.0)
+            .collect();
+        Err(format!("{value}; the tier's non-zero series: {l2:?}"))
+    })
+    .await
 }
 
 /// `n` of Alice's GETs of `id` at once, spread over `instances`; asserts each answers the
@@ -187,20 +185,17 @@ async fn fleet_waits(instances: &[Arc<Harness>], outcome: &str) -> f64 {
     total
 }
 
-/// Waits (bounded) until `h` has failed to read Redis at least once (an error, or a timeout
-/// when the failure is slow, as on a loaded machine), and asserts no read succeeded.
+/// Waits until `h` has failed to read Redis at least once (an error, or a timeout when the
+/// failure is slow, as on a loaded machine), and asserts no read succeeded.
 async fn until_reads_fail(h: &Harness) {
     let failed = |scrape: &Scrape| {
         assert_eq!(scrape.get(&l2_series("get", "ok")), 0.0, "a read succeeded");
         scrape.get(&l2_series("get", "error")) + scrape.get(&l2_series("get", "timeout"))
     };
-    for _ in 0..1000 {
-        if failed(&Scrape::take(h).await) >= 1.0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no read of Redis failed");
+    eventually("a read of Redis fails", || async move {
+        (failed(&Scrape::take(h).await) >= 1.0).then_some(())
+    })
+    .await
 }
 
 #[tokio::test]
@@ -401,18 +396,15 @@ async fn redis_killed_mid_burst_every_request_is_still_answered() {
     // Redis back: the tier is used again once the circuit lets it (within its cooldown).
     redis.restart().await;
     let h = &instances[0];
-    let set_ok = l2_series("set", "ok");
-    let before = Scrape::take(h).await.get(&set_ok);
-    let mut recovered = false;
-    for _ in 0..150 {
+    let set_ok = &l2_series("set", "ok");
+    let before = Scrape::take(h).await.get(set_ok);
+    eventually("the tier came back after Redis did", || async move {
         assert_eq!(h.get_fresh(IMG, Some(ALICE)).await.status, StatusCode::OK);
+        // (Its write to Redis comes just after the answer.)
         tokio::time::sleep(Duration::from_millis(100)).await;
-        if Scrape::take(h).await.get(&set_ok) > before {
-            recovered = true;
-            break;
-        }
-    }
-    assert!(recovered, "the tier came back after Redis did");
+        (Scrape::take(h).await.get(set_ok) > before).then_some(())
+    })
+    .await;
     assert_eq!(
         Scrape::take(h).await.get(&format!("{P}_l2_circuit_open")),
         0.0
@@ -455,21 +447,21 @@ async fn garbage_in_redis_is_ignored_and_counted() {
     assert_eq!(reply.json(), expected_body(&sim, IMG));
     assert_eq!(sim.image_get_count(IMG), 4);
     // ...and the fetch replaced it in Redis with the real image.
-    let mut connection = redis.connection().await;
-    let mut replaced = false;
-    for _ in 0..500 {
-        let value: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(format!("bic-test:shared:image:{{{IMG}}}"))
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        if value.is_some_and(|v| String::from_utf8_lossy(&v).contains(IMG)) {
-            replaced = true;
-            break;
+    let connection = redis.connection().await;
+    eventually("the unusable value was replaced", || {
+        let mut connection = connection.clone();
+        async move {
+            let value: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(format!("bic-test:shared:image:{{{IMG}}}"))
+                .query_async(&mut connection)
+                .await
+                .unwrap();
+            value
+                .is_some_and(|v| String::from_utf8_lossy(&v).contains(IMG))
+                .then_some(())
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(replaced, "the unusable value was replaced");
+    })
+    .await;
     // Each value was read twice (before and after winning the lease), and never as a hit.
     let scrape = Scrape::take(&instances[0]).await;
     assert_eq!(scrape.get(&l2_series("get", "garbage")), 8.0);
@@ -647,7 +639,7 @@ async fn a_credential_the_api_refused_is_not_served_from_the_fleet() {
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     until_metric(&instances[0], &set_ok, 1.0).await;
     // The image moves to Bob's folder: the API now refuses Alice.
-    sim.put_image(baremetal_image_cache::sim::Image::ready(
+    sim.put_image(baremetal_api_sim::Image::ready(
         IMG,
         BOB_FOLDER,
         "ubuntu-24-04",
@@ -677,8 +669,8 @@ async fn a_fetch_that_raced_a_mutation_is_not_shared() {
     let (redis, sim, instances) = start_fleet(3, shared_config(), None).await;
     // The first fetch gets the old image, dripped slowly: the mutation lands meanwhile.
     sim.set_fault(
-        baremetal_image_cache::sim::FaultScope::Image(IMG.to_string()),
-        baremetal_image_cache::sim::Fault::SlowDrip(Duration::from_millis(5)),
+        baremetal_api_sim::FaultScope::Image(IMG.to_string()),
+        baremetal_api_sim::Fault::SlowDrip(Duration::from_millis(5)),
         Some(1),
     );
     let slow = spawn_get(&instances[0], IMG, Some(ALICE));
@@ -819,15 +811,15 @@ async fn an_instance_starts_and_answers_while_redis_is_down() {
     stop_all(instances).await;
 }
 
-/// Polls `series` on `h` (bounded) until it is exactly `value`.
+/// Waits until `series` on `h` is exactly `value`.
 async fn until_metric_is(h: &Harness, series: &str, value: f64) {
-    for _ in 0..2000 {
-        if Scrape::take(h).await.get(series) == value {
-            return;
+    eventually(&format!("{series} comes to {value}"), || async move {
+        match Scrape::take(h).await.get(series) {
+            now if now == value => Ok(()),
+            now => Err(format!("{now}")),
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{series} never came to {value}");
+    })
+    .await
 }
 
 #[tokio::test]
@@ -1011,8 +1003,10 @@ fn refreshing_config() -> Config {
 #[tokio::test]
 async fn a_per_credential_refresh_asks_the_api_even_when_the_fleet_has_a_newer_value() {
     let (redis, sim, instances) = start_fleet(2, refreshing_config(), Some(GRANT_KEY)).await;
-    let started = std::time::Instant::now();
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    // Alice's check is at least as old as this clock says (it starts once the check is made),
+    // however long the first request took.
+    let started = std::time::Instant::now();
     until_metric(&instances[0], &l2_series("set", "ok"), 1.0).await;
     until_no_leases(&redis).await;
     // Another token, on another instance, a little later: a newer value in Redis.
@@ -1022,12 +1016,11 @@ async fn a_per_credential_refresh_asks_the_api_even_when_the_fleet_has_a_newer_v
     // In the last half of Alice's check: the hit refreshes it, at the API.
     tokio::time::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed())).await;
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "HIT");
-    for _ in 0..500 {
-        if sim.image_get_count(IMG) == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let sim = &sim;
+    eventually("the refresh asks the API", || async move {
+        (sim.image_get_count(IMG) == 3).then_some(())
+    })
+    .await;
     assert_eq!(sim.image_get_count(IMG), 3, "the refresh asked the API");
     // So Alice's check was renewed: past the first one's TTL she still hits.
     tokio::time::sleep(Duration::from_millis(6500).saturating_sub(started.elapsed())).await;
@@ -1065,8 +1058,10 @@ async fn a_redis_that_checks_client_certificates_takes_ours() {
 #[tokio::test]
 async fn a_hot_credential_is_refreshed_once_per_fleet() {
     let (_redis, sim, instances) = start_fleet(3, refreshing_config(), Some(GRANT_KEY)).await;
-    let started = std::time::Instant::now();
     assert_eq!(instances[0].get(IMG, Some(ALICE)).await.x_cache(), "MISS");
+    // Alice's check is at least as old as this clock says (it starts once the check is made),
+    // however long the first request took.
+    let started = std::time::Instant::now();
     until_metric(&instances[0], &l2_series("set", "ok"), 1.0).await;
     for h in &instances[1..] {
         assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
@@ -1159,12 +1154,10 @@ async fn a_404_for_an_id_never_shared_leaves_nothing_in_redis_nor_to_retry() {
         let scrape = Scrape::take(h).await;
         scrape.get(&l2_series("delete", "timeout")) + scrape.get(&l2_series("delete", "error"))
     };
-    for _ in 0..1000 {
-        if failed().await >= 1.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the 404's script fails", || async {
+        (failed().await >= 1.0).then_some(())
+    })
+    .await;
     assert_eq!(failed().await, 1.0, "the 404's script was not taken");
     assert_eq!(
         Scrape::take(h)

@@ -1,14 +1,13 @@
 //! Concurrent misses share one upstream request: cold bursts, non-cacheable answers, a client
 //! that leaves, a leader that fails, and the waiter caps.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
-use common::*;
+use baremetal_api_sim::{Fault, FaultScope};
 use http::StatusCode;
+
+use crate::support::*;
 
 async fn burst(h: &Arc<Harness>, id: &'static str, n: usize) -> Vec<Reply> {
     let mut tasks = Vec::with_capacity(n);

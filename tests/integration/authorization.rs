@@ -1,14 +1,13 @@
 //! Tenants never see each other's images through the cache: per-credential mode (default)
 //! and shared mode.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use baremetal_image_cache::sim::{Fault, FaultScope};
-use common::*;
+use baremetal_api_sim::{Fault, FaultScope};
 use http::StatusCode;
+
+use crate::support::*;
 
 #[tokio::test]
 async fn each_credential_gets_what_the_upstream_would_give_it() {

@@ -7,7 +7,7 @@ use http::{HeaderMap, Method, Version};
 
 use super::IMAGES_PATH;
 
-/// How many requests [`Traffic`] keeps for [`crate::sim::Simulator::recorded`].
+/// How many requests [`Traffic`] keeps for [`crate::Simulator::recorded`].
 const RECORDED_MAX: usize = 10_000;
 
 /// One API request as the simulator received it.

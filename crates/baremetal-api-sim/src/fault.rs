@@ -14,7 +14,7 @@ pub enum FaultScope {
     Image(String),
 }
 
-/// How the simulator misbehaves for a matching request. See the module docs for the JSON form.
+/// How the simulator misbehaves for a matching request. See the crate docs for the JSON form.
 #[derive(Clone, Debug, Deserialize)]
 pub enum Fault {
     /// Answer normally, after this delay.

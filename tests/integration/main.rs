@@ -1,0 +1,18 @@
+//! The proxy's integration tests, one module per concern, built as one test binary (one
+//! link instead of one per file). Most start the real proxy (`baremetal_image_cache::run`) on
+//! `127.0.0.1:0` in front of the upstream simulator (`baremetal_api_sim`); `lifecycle` runs
+//! the binary as an operator does; `fleet` adds real `redis-server` processes. What the
+//! modules share is in `support`.
+
+mod support;
+
+mod authorization;
+mod cache;
+mod coalescing;
+mod faults;
+mod fleet;
+mod lifecycle;
+mod metrics;
+mod passthrough;
+mod request_properties;
+mod router_properties;
