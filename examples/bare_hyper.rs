@@ -3,6 +3,8 @@
 //! headers a hit carries, without routing, credentials or a cache. Used by `bench/run`.
 //!
 //! Usage: bare_hyper ADDR BODY_FILE
+// A load tool: it measures wall time (see .clippy.toml).
+#![allow(clippy::disallowed_types)]
 
 use std::convert::Infallible;
 use std::process::ExitCode;

@@ -4,6 +4,8 @@
 //! upstream saw exactly one request per image. Loopback only; used by `bench/run`.
 //!
 //! Usage: bursts [BINARY=target/release/baremetal-image-cache]
+// A load tool: it measures wall time (see .clippy.toml).
+#![allow(clippy::disallowed_types)]
 
 use std::process::ExitCode;
 use std::time::Duration;

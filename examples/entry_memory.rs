@@ -3,6 +3,8 @@
 //! compared with the body size. Loopback only; used by `bench/run`.
 //!
 //! Usage: entry_memory [N=100000] [BINARY=target/release/baremetal-image-cache]
+// A load tool: it measures wall time (see .clippy.toml).
+#![allow(clippy::disallowed_types)]
 
 use std::process::ExitCode;
 use std::time::Duration;

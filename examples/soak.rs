@@ -9,6 +9,8 @@
 //! past `--max-capacity` plus a fixed overhead.
 //!
 //! Run it with `bench/soak` (which builds the release binaries first).
+// A load tool: it measures wall time (see .clippy.toml).
+#![allow(clippy::disallowed_types)]
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};

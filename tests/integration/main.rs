@@ -3,6 +3,9 @@
 //! `127.0.0.1:0` in front of the upstream simulator (`baremetal_api_sim`); `lifecycle` runs
 //! the binary as an operator does; `fleet` adds real `redis-server` processes. What the
 //! modules share is in `support`.
+// These tests run real sockets and measure wall time; tokio's paused clock is for the
+// unit tests of the library, where no socket is involved (see .clippy.toml).
+#![allow(clippy::disallowed_types)]
 
 mod support;
 
