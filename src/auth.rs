@@ -4,8 +4,9 @@
 //! at start-up: a keyed pseudo-random function, so without the secret nobody can find two
 //! tokens with one fingerprint, or learn anything of a token from its fingerprint. It runs on
 //! every request, so it has to be cheap: a 280-byte IAM token takes about 190 ns, against
-//! 500 ns for HMAC-SHA256 (`cargo bench --bench hit_path`). The raw token is never stored, logged or put in a
-//! label, and the fingerprint means nothing outside this process.
+//! 500 ns for HMAC-SHA256 (measured with criterion when it was chosen). The raw token is
+//! never stored, logged or put in a label, and the fingerprint means nothing outside this
+//! process.
 
 use std::fmt;
 
