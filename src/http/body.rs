@@ -38,6 +38,17 @@ impl ProxyBody {
     }
 }
 
+/// The size of a body that starts with `prefix` (already read) and goes on with `rest`.
+pub fn size_after(prefix: Option<&Bytes>, rest: SizeHint) -> SizeHint {
+    let extra = prefix.map_or(0, |p| p.len() as u64);
+    let mut hint = SizeHint::new();
+    hint.set_lower(rest.lower() + extra);
+    if let Some(upper) = rest.upper() {
+        hint.set_upper(upper + extra);
+    }
+    hint
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;

@@ -12,6 +12,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+
+use super::body::size_after;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
@@ -100,12 +102,6 @@ pub struct Upload {
     deadline: Pin<Box<Sleep>>,
 }
 
-impl Upload {
-    fn fail(&self, failure: UploadFailure) -> Poll<Option<Result<Frame<Bytes>, UploadFailure>>> {
-        Poll::Ready(Some(Err(failure)))
-    }
-}
-
 impl Body for Upload {
     type Data = Bytes;
     type Error = UploadFailure;
@@ -126,17 +122,17 @@ impl Body for Upload {
         match Pin::new(&mut this.rest).poll_frame(cx) {
             Poll::Pending => {
                 if this.deadline.as_mut().poll(cx).is_ready() {
-                    return this.fail(UploadFailure::Stalled);
+                    return Poll::Ready(Some(Err(UploadFailure::Stalled)));
                 }
                 Poll::Pending
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Err(_))) => this.fail(UploadFailure::Broken),
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(UploadFailure::Broken))),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limits.max {
-                        return this.fail(UploadFailure::TooLarge);
+                        return Poll::Ready(Some(Err(UploadFailure::TooLarge)));
                     }
                 }
                 this.deadline
@@ -152,13 +148,6 @@ impl Body for Upload {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        let inner = self.rest.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower() + extra);
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + extra);
-        }
-        hint
+        size_after(self.prefix.as_ref(), self.rest.size_hint())
     }
 }

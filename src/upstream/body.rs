@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::UpstreamError;
 use crate::error::BoxError;
+use crate::http::body::size_after;
 use crate::metrics::Metrics;
 
 pub struct UpstreamBody {
@@ -76,13 +77,6 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        let extra = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        let inner = self.body.size_hint();
-        let mut hint = SizeHint::new();
-        hint.set_lower(inner.lower() + extra);
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + extra);
-        }
-        hint
+        size_after(self.prefix.as_ref(), self.body.size_hint())
     }
 }
