@@ -114,6 +114,6 @@ impl Flow {
         let body = self
             .upstream
             .stream(big.prefix, big.rest, big.deadline, big.slot);
-        Served::Stream(head, body)
+        Served::Stream(Box::new((head, body)))
     }
 }

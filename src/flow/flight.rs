@@ -60,9 +60,7 @@ impl Miss<'_> {
     }
 }
 
-/// How one round of a flight settled for one request. (Held for one round and moved once:
-/// boxing the large answer would cost an allocation for nothing.)
-#[allow(clippy::large_enum_variant)]
+/// How one round of a flight settled for one request.
 enum Settled {
     /// Answered.
     Reply(Reply),

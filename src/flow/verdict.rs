@@ -86,7 +86,8 @@ pub enum Served {
     /// header, not only the replayable ones.
     Answer { answer: Arc<Answer>, own: bool },
     /// An answer streamed from the upstream, not held (too big, or this request's alone).
-    Stream(response::Parts, UpstreamBody),
+    /// Boxed: it is rare, and the hit path moves this enum around.
+    Stream(Box<(response::Parts, UpstreamBody)>),
     /// No answer: the front-end says so in its protocol.
     Failed(UpstreamError),
     /// Too many requests are waiting already.

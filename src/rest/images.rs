@@ -91,7 +91,8 @@ pub fn render(served: Served, outcome: &Outcome, head: bool) -> Response<ProxyBo
             };
             with_body(response, answer.body.clone(), head)
         }
-        Served::Stream(parts, body) => {
+        Served::Stream(stream) => {
+            let (parts, body) = *stream;
             let body = if head {
                 ProxyBody::empty()
             } else {
