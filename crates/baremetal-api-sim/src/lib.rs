@@ -79,7 +79,9 @@
 mod api;
 mod body;
 mod control;
+mod error;
 mod fault;
+mod images;
 mod model;
 mod server;
 mod store;

@@ -20,8 +20,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::api::{self, ApiError, ApiRequest};
+use super::api::{self, ApiRequest};
 use super::body::SimBody;
+use super::error::ApiError;
 use super::fault::grpc_code;
 use super::model::{other_image_id, request_id, trace_id, Image, READY};
 use super::{control, Fault, Simulator};
@@ -268,7 +269,7 @@ fn json_response(
     let request_id = request_id();
     let (status, body) = match result {
         Ok(body) => (StatusCode::OK, body),
-        Err(error) => (error.status, error.body(&request_id)),
+        Err(error) => (error.status, error.json_body(&request_id)),
     };
     let mut response = Response::new(deliver(body));
     *response.status_mut() = status;
