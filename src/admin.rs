@@ -49,7 +49,7 @@ impl Admin {
                 if !is_valid_image_id(id) {
                     return api_error(StatusCode::BAD_REQUEST, 3, "not an image ID: expected [a-z][a-z0-9]*, at most 64 characters");
                 }
-                let purged = u64::from(self.flow.invalidate(id, InvalidationReason::Purge).await);
+                let purged = self.flow.invalidate(id, InvalidationReason::Purge).await;
                 tracing::info!(purged, "image purged");
                 json(serde_json::json!({ "purged": purged }))
             }

@@ -1,5 +1,6 @@
-//! What an image answer says, decoded no further than the cache decides on: the image's ID
-//! and its status. A leaf, used by the front-ends (to judge an answer) and by nothing else.
+//! Images as the API sends them, in each protocol it speaks, decoded no further than the
+//! cache decides on: the image's ID and its status. A leaf: the front-ends judge answers with
+//! it, and the cache, the flights and the fleet keep one entry per [`Protocol`].
 
 use std::borrow::Cow;
 
@@ -7,6 +8,33 @@ use serde::Deserialize;
 
 /// The status of a READY image.
 pub const READY: &str = "READY";
+
+/// The protocols an Image.Get arrives in. An image has one entry per protocol (their bytes
+/// differ), and an invalidation of the image drops them all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// REST: JSON over HTTP/1.1 or HTTP/2.
+    Http,
+    /// gRPC `ImageService.Get`: protobuf over HTTP/2.
+    Grpc,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 2] = [Protocol::Http, Protocol::Grpc];
+
+    /// The `protocol` label of the metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Grpc => "grpc",
+        }
+    }
+
+    /// The position in [`Protocol::ALL`], for metrics resolved up front.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
 
 /// The fields of an image's JSON that decide whether it is cached.
 #[derive(Deserialize)]

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use crate::auth::Fingerprint;
 use crate::config::{AuthMode, Config};
+use crate::image::Protocol;
 
 mod entry;
 mod header_sets;
@@ -50,9 +51,26 @@ pub fn removal_cause_label(cause: RemovalCause) -> &'static str {
     }
 }
 
-/// The cache key: an image ID. Up to 24 bytes (every real ID) it is held inline, so the
-/// key costs no allocation of its own beside the `Arc` moka wraps every key in.
+/// The cache key: an image ID, and for the gRPC entry a suffix no ID can contain. Up to 24
+/// bytes (every real ID, suffix included) it is held inline, so the key costs no allocation
+/// of its own beside the `Arc` moka wraps every key in.
 type ImageKey = compact_str::CompactString;
+
+/// What follows an image ID in the key of its gRPC entry (`/` is not in any valid ID).
+const GRPC_SUFFIX: &str = "/grpc";
+
+/// The key of `id`'s entry in `protocol`.
+fn key(protocol: Protocol, id: &str) -> ImageKey {
+    match protocol {
+        Protocol::Http => ImageKey::from(id),
+        Protocol::Grpc => {
+            let mut key = ImageKey::with_capacity(id.len() + GRPC_SUFFIX.len());
+            key.push_str(id);
+            key.push_str(GRPC_SUFFIX);
+            key
+        }
+    }
+}
 
 /// Number of invalidation generation stripes. An invalidation bumps its ID's stripe; a fill
 /// that started before the bump is not stored. Two IDs sharing a stripe only cost a skipped
@@ -126,8 +144,19 @@ impl ImageCache {
     }
 
     /// What `who` may be served for image `id` at `now`.
-    pub async fn lookup(&self, id: &str, who: Option<Fingerprint>, now: Instant) -> Lookup {
-        let Some(entry) = self.entries.get(id).await else {
+    pub async fn lookup(
+        &self,
+        protocol: Protocol,
+        id: &str,
+        who: Option<Fingerprint>,
+        now: Instant,
+    ) -> Lookup {
+        let found = match protocol {
+            // The REST key is the ID itself: a hit builds no key.
+            Protocol::Http => self.entries.get(id).await,
+            Protocol::Grpc => self.entries.get(&key(protocol, id)).await,
+        };
+        let Some(entry) = found else {
             return Lookup::Miss;
         };
         if entry.is_fresh(now) {
@@ -176,6 +205,7 @@ impl ImageCache {
     /// hit), and a refresh needs a credential to fetch with.
     pub fn claim_refresh(
         &self,
+        protocol: Protocol,
         id: &str,
         entry: &Entry,
         who: Option<Fingerprint>,
@@ -203,7 +233,7 @@ impl ImageCache {
         // rather than in the entry: no per-entry state. Two keys sharing a slot can at worst
         // allow one extra refresh.
         let mut hasher = std::hash::DefaultHasher::new();
-        (id, who, since).hash(&mut hasher);
+        (protocol, id, who, since).hash(&mut hasher);
         let marker = hasher.finish() | 1;
         let slot = &self.refresh_claims[(marker as usize) % REFRESH_CLAIM_SLOTS];
         slot.swap(marker, Ordering::AcqRel) != marker
@@ -219,13 +249,14 @@ impl ImageCache {
     /// refreshing one image both keep it. Returns whether it was stored.
     pub async fn store(
         &self,
+        protocol: Protocol,
         id: &str,
         new: NewEntry,
         who: Option<Fingerprint>,
         generation: Generation,
     ) -> bool {
         let granted_at = new.received_at;
-        self.store_granted(id, new, who, granted_at, generation)
+        self.store_granted(protocol, id, new, who, granted_at, generation)
             .await
     }
 
@@ -234,6 +265,7 @@ impl ImageCache {
     /// `who` read it, and a grant lasts one TTL from that check.
     pub async fn store_granted(
         &self,
+        protocol: Protocol,
         id: &str,
         new: NewEntry,
         who: Option<Fingerprint>,
@@ -247,7 +279,7 @@ impl ImageCache {
         let grant_life = self.ttl + self.stale_if_error;
         let result = self
             .entries
-            .entry(ImageKey::from(id))
+            .entry(key(protocol, id))
             .and_compute_with(|old| {
                 let old = old.map(|e| e.into_value());
                 let outdated = self.generation(id) != generation;
@@ -293,23 +325,27 @@ impl ImageCache {
         )
     }
 
-    /// Ends `who`'s grant of `id`: the API refused it that image (401, 403). Other
-    /// credentials keep theirs. Returns whether there was one to end.
+    /// Ends `who`'s grant of `id`, in every protocol's entry: the API refused it that image
+    /// (401, 403). Other credentials keep theirs. Returns whether there was one to end.
     pub async fn revoke(&self, id: &str, who: Fingerprint) -> bool {
-        let result = self
-            .entries
-            .entry(ImageKey::from(id))
-            .and_compute_with(|old| {
-                let op = match old.map(|e| e.into_value()) {
-                    Some(old) if old.grants.iter().any(|g| g.who == who) => {
-                        Op::Put(Arc::new(old.without_grant_of(who)))
-                    }
-                    _ => Op::Nop,
-                };
-                std::future::ready(op)
-            })
-            .await;
-        matches!(result, CompResult::ReplacedWith(_))
+        let mut revoked = false;
+        for protocol in Protocol::ALL {
+            let result = self
+                .entries
+                .entry(key(protocol, id))
+                .and_compute_with(|old| {
+                    let op = match old.map(|e| e.into_value()) {
+                        Some(old) if old.grants.iter().any(|g| g.who == who) => {
+                            Op::Put(Arc::new(old.without_grant_of(who)))
+                        }
+                        _ => Op::Nop,
+                    };
+                    std::future::ready(op)
+                })
+                .await;
+            revoked |= matches!(result, CompResult::ReplacedWith(_));
+        }
+        revoked
     }
 
     /// Voids every grant `who` holds, on every image: the API called the credential itself
@@ -318,25 +354,39 @@ impl ImageCache {
         self.revocations.refused(who, Instant::now())
     }
 
-    /// Drops the entry for `id` and makes fetches already under way for it unstorable.
-    /// Returns whether there was an entry.
-    pub async fn invalidate(&self, id: &str) -> bool {
+    /// Drops every entry of `id` (one per protocol) and makes fetches already under way for
+    /// it unstorable. Returns how many entries there were.
+    pub async fn invalidate(&self, id: &str) -> u64 {
         self.stripe(id).fetch_add(1, Ordering::AcqRel);
-        self.entries.remove(id).await.is_some()
+        let mut dropped = 0;
+        for protocol in Protocol::ALL {
+            let removed = match protocol {
+                Protocol::Http => self.entries.remove(id).await,
+                Protocol::Grpc => self.entries.remove(&key(protocol, id)).await,
+            };
+            dropped += u64::from(removed.is_some());
+        }
+        dropped
     }
 
-    /// Drops the entry for `id` because the upstream answered `who` with a 404 or a
-    /// non-READY image: only if `who` could read it, so that one tenant's 404 (for an image
-    /// it may not see) cannot evict another tenant's entry. Returns whether it was dropped.
-    pub async fn invalidate_for(&self, id: &str, who: Option<Fingerprint>) -> bool {
-        let Some(entry) = self.entries.get(id).await else {
-            return false;
-        };
+    /// Drops `id` because the upstream answered `who` with a 404 or a non-READY image: only
+    /// if `who` could read one of its entries, so that one tenant's 404 (for an image it may
+    /// not see) cannot evict another tenant's entry. Returns how many entries were dropped.
+    pub async fn invalidate_for(&self, id: &str, who: Option<Fingerprint>) -> u64 {
         let now = Instant::now();
-        let allowed = entry.kind == EntryKind::NotFound
-            || self.may_read(&entry, who, now, self.ttl + self.stale_if_error);
+        let mut allowed = false;
+        for protocol in Protocol::ALL {
+            let found = match protocol {
+                Protocol::Http => self.entries.get(id).await,
+                Protocol::Grpc => self.entries.get(&key(protocol, id)).await,
+            };
+            allowed |= found.is_some_and(|entry| {
+                entry.kind == EntryKind::NotFound
+                    || self.may_read(&entry, who, now, self.ttl + self.stale_if_error)
+            });
+        }
         if !allowed {
-            return false;
+            return 0;
         }
         self.invalidate(id).await
     }
@@ -384,7 +434,9 @@ mod tests {
     }
 
     async fn store(cache: &ImageCache, id: &str, new: NewEntry, who: Option<Fingerprint>) -> bool {
-        cache.store(id, new, who, cache.generation(id)).await
+        cache
+            .store(Protocol::Http, id, new, who, cache.generation(id))
+            .await
     }
 
     fn fingerprints() -> (Fingerprint, Fingerprint) {
@@ -411,30 +463,42 @@ mod tests {
         let (a, b) = fingerprints();
         store(&cache, "img", ready("{}"), Some(a)).await;
         assert!(matches!(
-            cache.lookup("img", Some(a), Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .await,
             Lookup::Fresh(_)
         ));
         assert!(matches!(
-            cache.lookup("img", Some(b), Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", Some(b), Instant::now())
+                .await,
             Lookup::Miss
         ));
         assert!(matches!(
-            cache.lookup("img", None, Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", None, Instant::now())
+                .await,
             Lookup::Miss
         ));
         // b's own fetch adds b and keeps a.
         store(&cache, "img", ready("{}"), Some(b)).await;
         assert!(matches!(
-            cache.lookup("img", Some(a), Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .await,
             Lookup::Fresh(_)
         ));
         assert!(matches!(
-            cache.lookup("img", Some(b), Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", Some(b), Instant::now())
+                .await,
             Lookup::Fresh(_)
         ));
-        assert!(cache.invalidate("img").await);
+        assert_eq!(cache.invalidate("img").await, 1);
         assert!(matches!(
-            cache.lookup("img", Some(a), Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .await,
             Lookup::Miss
         ));
     }
@@ -445,7 +509,9 @@ mod tests {
         let (a, _) = fingerprints();
         store(&cache, "img", ready("{}"), Some(a)).await;
         assert!(matches!(
-            cache.lookup("img", None, Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", None, Instant::now())
+                .await,
             Lookup::Fresh(_)
         ));
     }
@@ -456,7 +522,10 @@ mod tests {
         let mut old = ready("{}");
         old.received_at = Instant::now() - Duration::from_secs(90);
         store(&cache, "img", old, None).await;
-        match cache.lookup("img", None, Instant::now()).await {
+        match cache
+            .lookup(Protocol::Http, "img", None, Instant::now())
+            .await
+        {
             Lookup::Stale(entry) => assert!(entry.ttl_secs(Instant::now()) <= -29),
             other => panic!("{other:?}"),
         }
@@ -467,14 +536,24 @@ mod tests {
         let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
         let before = cache.generation("img");
         cache.invalidate("img").await;
-        assert!(!cache.store("img", ready("{}"), None, before).await);
+        assert!(
+            !cache
+                .store(Protocol::Http, "img", ready("{}"), None, before)
+                .await
+        );
         assert!(matches!(
-            cache.lookup("img", None, Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", None, Instant::now())
+                .await,
             Lookup::Miss
         ));
         let before = cache.generation("img");
         cache.purge_all().await;
-        assert!(!cache.store("img", ready("{}"), None, before).await);
+        assert!(
+            !cache
+                .store(Protocol::Http, "img", ready("{}"), None, before)
+                .await
+        );
         assert!(store(&cache, "img", ready("{}"), None).await);
     }
 
@@ -489,7 +568,7 @@ mod tests {
         );
         let (a, b) = fingerprints();
         store(&cache, "img", ready("{}"), Some(a)).await;
-        assert!(!cache.invalidate_for("img", Some(b)).await);
+        assert_eq!(cache.invalidate_for("img", Some(b)).await, 0);
         let not_found = NewEntry {
             kind: EntryKind::NotFound,
             status: StatusCode::NOT_FOUND,
@@ -497,10 +576,12 @@ mod tests {
         };
         assert!(!store(&cache, "img", not_found, Some(b)).await);
         assert!(matches!(
-            cache.lookup("img", Some(a), Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .await,
             Lookup::Fresh(_)
         ));
-        assert!(cache.invalidate_for("img", Some(a)).await);
+        assert_eq!(cache.invalidate_for("img", Some(a)).await, 1);
     }
 
     #[tokio::test]
@@ -520,15 +601,21 @@ mod tests {
         };
         store(&cache, "img", not_found, Some(b)).await;
         assert!(matches!(
-            cache.lookup("img", Some(b), Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", Some(b), Instant::now())
+                .await,
             Lookup::Fresh(_)
         ));
         assert!(matches!(
-            cache.lookup("img", Some(a), Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .await,
             Lookup::Miss
         ));
         assert!(matches!(
-            cache.lookup("img", None, Instant::now()).await,
+            cache
+                .lookup(Protocol::Http, "img", None, Instant::now())
+                .await,
             Lookup::Miss
         ));
     }
@@ -545,7 +632,12 @@ mod tests {
             );
             store(&cache, "img", ready("{}"), hasher.fingerprint(&h)).await;
             let Lookup::Fresh(entry) = cache
-                .lookup("img", hasher.fingerprint(&h), Instant::now())
+                .lookup(
+                    Protocol::Http,
+                    "img",
+                    hasher.fingerprint(&h),
+                    Instant::now(),
+                )
                 .await
             else {
                 panic!("the newest grant is kept")
@@ -574,9 +666,9 @@ mod tests {
         assert!(store(&cache, "ly5c", other, None).await);
         let now = Instant::now();
         let (Lookup::Fresh(a), Lookup::Fresh(b), Lookup::Fresh(c)) = (
-            cache.lookup("ly5a", None, now).await,
-            cache.lookup("ly5b", None, now).await,
-            cache.lookup("ly5c", None, now).await,
+            cache.lookup(Protocol::Http, "ly5a", None, now).await,
+            cache.lookup(Protocol::Http, "ly5b", None, now).await,
+            cache.lookup(Protocol::Http, "ly5c", None, now).await,
         ) else {
             panic!("all three are fresh");
         };
@@ -601,14 +693,14 @@ mod tests {
         old.received_at = now - Duration::from_secs(60 + 31);
         assert!(store(&cache, "ly5old", old, None).await);
         assert!(matches!(
-            cache.lookup("ly5old", None, now).await,
+            cache.lookup(Protocol::Http, "ly5old", None, now).await,
             Lookup::Miss
         ));
         let mut stale = ready("stale");
         stale.received_at = now - Duration::from_secs(60 + 29);
         assert!(store(&cache, "ly5stale", stale, None).await);
         assert!(matches!(
-            cache.lookup("ly5stale", None, now).await,
+            cache.lookup(Protocol::Http, "ly5stale", None, now).await,
             Lookup::Stale(_)
         ));
     }
@@ -624,6 +716,7 @@ mod tests {
         assert!(
             cache
                 .store_granted(
+                    Protocol::Http,
                     "ly5a",
                     answer,
                     Some(alice),
@@ -633,13 +726,18 @@ mod tests {
                 .await
         );
         assert!(matches!(
-            cache.lookup("ly5a", Some(alice), now).await,
+            cache.lookup(Protocol::Http, "ly5a", Some(alice), now).await,
             Lookup::Fresh(_)
         ));
         // The entry is fresh for 60 s more, but Alice was checked 50 s before it arrived.
         assert!(matches!(
             cache
-                .lookup("ly5a", Some(alice), now + Duration::from_secs(11))
+                .lookup(
+                    Protocol::Http,
+                    "ly5a",
+                    Some(alice),
+                    now + Duration::from_secs(11)
+                )
                 .await,
             Lookup::Miss
         ));

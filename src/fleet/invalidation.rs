@@ -46,12 +46,13 @@ impl Fleet {
 
     /// Deletes the values, bumps the generation and tells the fleet; whether Redis took it.
     async fn send_invalidation(&self, id: &str) -> bool {
+        let values = self.keys.image_everywhere(id);
         let mut script = redis::cmd("EVAL");
         script
             .arg(INVALIDATE_SCRIPT)
-            .arg(3)
+            .arg(1 + values.len())
             .arg(self.keys.generation(id))
-            .arg(&self.keys.image_in_every_mode(id)[..])
+            .arg(&values[..])
             .arg(self.generation_life.as_millis() as u64);
         let deleted: Result<i64, Unavailable> = self.commands.run_ok(L2Op::Delete, &script).await;
         deleted.is_ok() && self.announce("invalidate", id).await
@@ -80,13 +81,15 @@ impl Fleet {
     /// so that requests nobody can tell apart from refused ones write nothing for IDs the
     /// fleet never shared.
     pub async fn invalidate_if_shared(&self, id: &str) {
+        let values = self.keys.image_everywhere(id);
         let mut script = redis::cmd("EVAL");
         script
             .arg(NOT_FOUND_SCRIPT)
-            .arg(3)
+            .arg(1 + values.len())
             .arg(self.keys.generation(id))
-            .arg(&self.keys.image_in_every_mode(id)[..])
-            .arg(self.generation_life.as_millis() as u64);
+            .arg(&values[..])
+            .arg(self.generation_life.as_millis() as u64)
+            .arg(values.len());
         let invalidated: Result<i64, Unavailable> =
             self.commands.run_ok(L2Op::Delete, &script).await;
         if invalidated == Ok(1) {
@@ -100,16 +103,19 @@ impl Fleet {
     /// cannot be asked, nothing is kept for later: such a 404 may be for an ID that never
     /// existed.
     pub async fn not_found(&self, id: &str, reader: &Reader) {
+        let values = self.keys.image_everywhere(id);
         let mut script = redis::cmd("EVAL");
         script
             .arg(NOT_FOUND_SCRIPT)
-            .arg(if reader.record().is_some() { 4 } else { 3 })
+            .arg(1 + values.len() + usize::from(reader.record().is_some()))
             .arg(self.keys.generation(id))
-            .arg(&self.keys.image_in_every_mode(id)[..]);
+            .arg(&values[..]);
         if let Some(record) = reader.record() {
             script.arg(self.keys.grant(id, record));
         }
-        script.arg(self.generation_life.as_millis() as u64);
+        script
+            .arg(self.generation_life.as_millis() as u64)
+            .arg(values.len());
         let invalidated: Result<i64, Unavailable> =
             self.commands.run_ok(L2Op::Delete, &script).await;
         // In shared mode the 404 is everyone's: other instances may hold copies that Redis

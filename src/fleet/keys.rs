@@ -1,8 +1,11 @@
 //! The names of every key and channel. `R` is `--redis-prefix`, `P` is `R` plus the auth
 //! mode (instances in different modes never share values); `{id}` is a cluster hash tag, so
-//! all of one image's keys live on one slot and a script can touch them together.
+//! all of one image's keys live on one slot and a script can touch them together. Values,
+//! leases and passes are per protocol (REST and gRPC answers differ); grants and the
+//! generation are the image's.
 
 use crate::config::AuthMode;
+use crate::image::Protocol;
 
 use super::Reader;
 
@@ -21,15 +24,22 @@ impl Keys {
         }
     }
 
-    /// `P image:{id}`: the shared answer.
-    pub(super) fn image(&self, id: &str) -> String {
-        format!("{}image:{{{id}}}", self.keys)
+    /// `P image:{id}` (REST) or `P grpc-image:{id}`: the shared answer.
+    pub(super) fn image(&self, protocol: Protocol, id: &str) -> String {
+        format!("{}{}image:{{{id}}}", self.keys, kind(protocol))
     }
 
-    /// The image's values in every mode: an invalidation reaches instances in the other.
-    pub(super) fn image_in_every_mode(&self, id: &str) -> [String; 2] {
+    /// The image's values in every mode and protocol: an invalidation reaches them all.
+    pub(super) fn image_everywhere(&self, id: &str) -> Vec<String> {
         [AuthMode::Shared, AuthMode::PerCredential]
-            .map(|mode| format!("{}{}:image:{{{id}}}", self.shared, mode.as_str()))
+            .into_iter()
+            .flat_map(|mode| {
+                Protocol::ALL.map(|protocol| {
+                    let kind = kind(protocol);
+                    format!("{}{}:{kind}image:{{{id}}}", self.shared, mode.as_str())
+                })
+            })
+            .collect()
     }
 
     /// `R gen:{id}`: the image's invalidation generation, one for both modes.
@@ -42,21 +52,24 @@ impl Keys {
         format!("{}grant:{{{id}}}:{record}", self.keys)
     }
 
-    /// `P lease:{id}[:HMAC]`: one instance's right to fetch (per credential when reads are
-    /// the credential's own).
-    pub(super) fn lease(&self, id: &str, reader: &Reader) -> String {
-        self.per_reader("lease", id, reader)
+    /// `P lease:{id}[:HMAC]` (or `grpc-lease`): one instance's right to fetch (per
+    /// credential when reads are the credential's own).
+    pub(super) fn lease(&self, protocol: Protocol, id: &str, reader: &Reader) -> String {
+        self.per_reader(protocol, "lease", id, reader)
     }
 
-    /// `P pass:{id}[:HMAC]`: waiters fetch on their own for a moment.
-    pub(super) fn pass(&self, id: &str, reader: &Reader) -> String {
-        self.per_reader("pass", id, reader)
+    /// `P pass:{id}[:HMAC]` (or `grpc-pass`): waiters fetch on their own for a moment.
+    pub(super) fn pass(&self, protocol: Protocol, id: &str, reader: &Reader) -> String {
+        self.per_reader(protocol, "pass", id, reader)
     }
 
-    fn per_reader(&self, kind: &str, id: &str, reader: &Reader) -> String {
+    fn per_reader(&self, protocol: Protocol, name: &str, id: &str, reader: &Reader) -> String {
+        let kind = kind(protocol);
         match reader {
-            Reader::Credential(record) => format!("{}{kind}:{{{id}}}:{record}", self.keys),
-            Reader::Anyone => format!("{}{kind}:{{{id}}}", self.keys),
+            Reader::Credential(record) => {
+                format!("{}{kind}{name}:{{{id}}}:{record}", self.keys)
+            }
+            Reader::Anyone => format!("{}{kind}{name}:{{{id}}}", self.keys),
         }
     }
 
@@ -68,5 +81,14 @@ impl Keys {
     /// `R name`: a pub/sub channel.
     pub(super) fn channel(&self, name: &str) -> String {
         format!("{}{name}", self.shared)
+    }
+}
+
+/// What sets a protocol's keys apart: nothing for REST (the keys it has always had), `grpc-`
+/// for gRPC. Grants and generations belong to the image, whatever protocol read it.
+fn kind(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Http => "",
+        Protocol::Grpc => "grpc-",
     }
 }

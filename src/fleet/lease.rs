@@ -17,6 +17,7 @@ use super::commands::Unavailable;
 use super::scripts::{LEASE_SCRIPT, PUBLISH_SCRIPT, RELEASE_SCRIPT, RENEW_SCRIPT};
 use super::{random_token, unix_ms, Fleet, Reader, SharedAnswer, Usable};
 use crate::coalesce::Ending;
+use crate::image::Protocol;
 use crate::metrics::{FleetWait, L2Op, L2Result};
 
 /// A waiter re-reads Redis at least this often, in case the `filled` message was lost.
@@ -101,13 +102,15 @@ impl Fleet {
     /// the image's current generation. One `MGET`, counted as a hit only when it is usable.
     async fn read(
         &self,
+        protocol: Protocol,
         id: &str,
         reader: &Reader,
         accept: Accept,
         usable: Usable<'_>,
     ) -> Result<Read, Unavailable> {
         let mut mget = redis::cmd("MGET");
-        mget.arg(self.keys.image(id)).arg(self.keys.generation(id));
+        mget.arg(self.keys.image(protocol, id))
+            .arg(self.keys.generation(id));
         if let Some(record) = reader.record() {
             mget.arg(self.keys.grant(id, record));
         }
@@ -206,6 +209,7 @@ impl Fleet {
     /// `wait_until` comes.
     pub async fn claim(
         self: &Arc<Self>,
+        protocol: Protocol,
         id: &str,
         reader: &Reader,
         accept: Accept,
@@ -214,8 +218,8 @@ impl Fleet {
     ) -> Claim {
         // Subscribed before the first read, so a fill that lands in between still wakes us.
         let mut filled = self.filled.subscribe();
-        let lease_key = self.keys.lease(id, reader);
-        let pass_key = self.keys.pass(id, reader);
+        let lease_key = self.keys.lease(protocol, id, reader);
+        let pass_key = self.keys.pass(protocol, id, reader);
         let token = random_token();
         let mut waited = false;
         let fetch_alone = |waited: bool, how: FleetWait, generation: Option<String>| {
@@ -228,7 +232,7 @@ impl Fleet {
             })
         };
         loop {
-            let generation = match self.read(id, reader, accept, usable).await {
+            let generation = match self.read(protocol, id, reader, accept, usable).await {
                 Ok(Read {
                     found: Some(found), ..
                 }) => {
@@ -254,7 +258,7 @@ impl Fleet {
                     };
                     // The previous holder may have published and let go of the lease between
                     // our read and our win: look once more before fetching.
-                    let generation = match self.read(id, reader, accept, usable).await {
+                    let generation = match self.read(protocol, id, reader, accept, usable).await {
                         Ok(Read {
                             found: Some(found), ..
                         }) => {
@@ -360,6 +364,7 @@ impl Fleet {
     /// invalidated since `ticket` was taken. The lease, if any, is given up either way.
     pub async fn publish(
         &self,
+        protocol: Protocol,
         id: &str,
         reader: &Reader,
         answer: &SharedAnswer,
@@ -375,7 +380,7 @@ impl Fleet {
             script
                 .arg(PUBLISH_SCRIPT)
                 .arg(if reader.record().is_some() { 3 } else { 2 })
-                .arg(self.keys.image(id))
+                .arg(self.keys.image(protocol, id))
                 .arg(self.keys.generation(id));
             if let Some(record) = reader.record() {
                 script.arg(self.keys.grant(id, record));

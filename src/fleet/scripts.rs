@@ -9,8 +9,8 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 if KEYS[3] then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3]) end
 return 1";
 
-/// Deletes the values (of every mode) and bumps the generation. KEYS: gen, image...;
-/// ARGV: generation life ms.
+/// Deletes the values (of every mode and protocol) and bumps the generation. KEYS: gen,
+/// image...; ARGV: generation life ms.
 pub(super) const INVALIDATE_SCRIPT: &str = r"
 for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
 local gen = redis.call('INCR', KEYS[1])
@@ -22,16 +22,21 @@ return gen";
 /// credential could read that value and the image itself is gone. The grant is deleted
 /// either way. Nothing is written for IDs that were never shared (a flood of made-up IDs
 /// must not fill Redis). Returns 1 when it invalidated.
-/// KEYS: gen, image (shared), image (per-credential)[, grant]; ARGV: generation life ms.
+/// KEYS: gen, the image's values (ARGV[2] of them: every mode and protocol)[, grant];
+/// ARGV: generation life ms, number of values.
 pub(super) const NOT_FOUND_SCRIPT: &str = r"
-if KEYS[4] then
-  local grant = redis.call('GET', KEYS[4])
+local values = tonumber(ARGV[2])
+local grant_key = KEYS[values + 2]
+if grant_key then
+  local grant = redis.call('GET', grant_key)
   if not grant then return 0 end
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', grant_key)
   if string.match(grant, '^[^:]*') ~= (redis.call('GET', KEYS[1]) or '0') then return 0 end
 end
-if redis.call('EXISTS', KEYS[2], KEYS[3]) == 0 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3])
+local image_keys = {}
+for i = 2, values + 1 do image_keys[#image_keys + 1] = KEYS[i] end
+if redis.call('EXISTS', unpack(image_keys)) == 0 then return 0 end
+redis.call('DEL', unpack(image_keys))
 redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1";

@@ -32,7 +32,11 @@ impl Flow {
         upstream_status: Option<StatusCode>,
     ) -> Option<Reply> {
         let now = Instant::now();
-        match self.cache.lookup(&miss.id, miss.who, now).await {
+        match self
+            .cache
+            .lookup(miss.protocol(), &miss.id, miss.who, now)
+            .await
+        {
             Lookup::Stale(entry) => {
                 let mut outcome = Outcome::forwarded(CacheResult::Stale, Forward::Stale);
                 outcome.upstream_status = upstream_status.map(|s| s.as_u16());
@@ -72,19 +76,18 @@ impl Flow {
     /// Fetches by itself, streamed and uncached: for a request whose flight's answer was too
     /// big to share, or belonged to another credential.
     pub(super) async fn fetch_alone(&self, miss: &Miss<'_>, mut outcome: Outcome) -> Reply {
-        let request =
-            match miss
-                .protocol
-                .fill_request(&self.upstream, &miss.id, miss.headers.clone())
-            {
-                Ok(request) => request,
-                Err(err) => {
-                    return Reply {
-                        served: Served::Failed(err),
-                        outcome,
-                    }
+        let request = match miss
+            .front
+            .fill_request(&self.upstream, &miss.id, miss.headers.clone())
+        {
+            Ok(request) => request,
+            Err(err) => {
+                return Reply {
+                    served: Served::Failed(err),
+                    outcome,
                 }
-            };
+            }
+        };
         let sent = self
             .upstream
             .send(request, miss.deadline, RouteKind::ImageGet, Purpose::Fill)

@@ -12,12 +12,13 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::flight::FlightKey;
-use super::{Answer, Fetched, Flow, Protocol, Verdict};
+use super::{Answer, Fetched, Flow, FrontEnd, Verdict};
 use crate::auth::Fingerprint;
 use crate::cache::{EntryKind, Generation, Lookup, NewEntry};
 use crate::coalesce::{Ending, Publisher};
 use crate::fleet::{Accept, Claim, Reader, SharedAnswer, Ticket};
 use crate::http::headers::{detached, replayable, request_id_of, strip_hop_by_hop};
+use crate::image::Protocol;
 use crate::metrics::InvalidationReason;
 use crate::route::RouteKind;
 use crate::upstream::{LimitedBody, Purpose};
@@ -124,7 +125,7 @@ impl Flow {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn fetch(
         self: &Arc<Self>,
-        protocol: &Arc<dyn Protocol>,
+        front: &Arc<dyn FrontEnd>,
         id: &str,
         headers: &HeaderMap,
         who: Option<Fingerprint>,
@@ -145,11 +146,18 @@ impl Flow {
                     let wait_until = now + deadline.saturating_duration_since(now) / 2;
                     let max_entry_size = self.max_entry_size;
                     let usable = |id: &str, answer: &SharedAnswer| {
-                        answer.body.len() <= max_entry_size && protocol.is_ready(id, answer)
+                        answer.body.len() <= max_entry_size && front.is_ready(id, answer)
                     };
-                    match fleet.claim(id, reader, accept, wait_until, &usable).await {
+                    let claimed = fleet
+                        .claim(front.protocol(), id, reader, accept, wait_until, &usable)
+                        .await;
+                    match claimed {
                         Claim::Found(shared) => {
-                            if self.store_shared(id, shared, who, generation).await {
+                            let protocol = front.protocol();
+                            if self
+                                .store_shared(protocol, id, shared, who, generation)
+                                .await
+                            {
                                 return Fetched::Cached;
                             }
                             // Invalidated meanwhile: fetch, and replace it.
@@ -165,7 +173,7 @@ impl Flow {
         // The fetch starts now: an invalidation during the wait for the fleet is behind it.
         let generation = self.cache.generation(id);
         let (fetched, effect) = self
-            .fetch_upstream(protocol, id, headers, who, deadline, hand_over, generation)
+            .fetch_upstream(front, id, headers, who, deadline, hand_over, generation)
             .await;
         FetchEvent {
             fetched: &fetched,
@@ -179,10 +187,13 @@ impl Flow {
             // later.
             let fleet = fleet.clone();
             let id = id.to_string();
+            let protocol = front.protocol();
             tokio::spawn(async move {
                 let ending = match (effect, reader) {
                     (FleetEffect::Share(answer, produced), Some(reader)) => {
-                        return fleet.publish(&id, &reader, &answer, produced, ticket).await;
+                        return fleet
+                            .publish(protocol, &id, &reader, &answer, produced, ticket)
+                            .await;
                     }
                     (FleetEffect::Invalidate, _) => {
                         fleet.invalidate(&id).await;
@@ -211,6 +222,7 @@ impl Flow {
     /// now be served it (not if it was invalidated meanwhile).
     async fn store_shared(
         &self,
+        protocol: Protocol,
         id: &str,
         shared: SharedAnswer,
         who: Option<Fingerprint>,
@@ -227,9 +239,12 @@ impl Flow {
         };
         let granted_at = now.checked_sub(shared.granted_age).unwrap_or(now);
         self.cache
-            .store_granted(id, entry, who, granted_at, generation)
+            .store_granted(protocol, id, entry, who, granted_at, generation)
             .await
-            && matches!(self.cache.lookup(id, who, now).await, Lookup::Fresh(_))
+            && matches!(
+                self.cache.lookup(protocol, id, who, now).await,
+                Lookup::Fresh(_)
+            )
     }
 
     /// One upstream GET for the image and its effect on the local cache; what it means for
@@ -237,7 +252,7 @@ impl Flow {
     #[allow(clippy::too_many_arguments)]
     async fn fetch_upstream(
         &self,
-        protocol: &Arc<dyn Protocol>,
+        front: &Arc<dyn FrontEnd>,
         id: &str,
         headers: &HeaderMap,
         who: Option<Fingerprint>,
@@ -246,7 +261,7 @@ impl Flow {
         generation: Generation,
     ) -> (Fetched, FleetEffect) {
         let failed = |err| (Fetched::Failed(err), FleetEffect::Nothing);
-        let request = match protocol.fill_request(&self.upstream, id, headers.clone()) {
+        let request = match front.fill_request(&self.upstream, id, headers.clone()) {
             Ok(request) => request,
             Err(err) => return failed(err),
         };
@@ -280,9 +295,18 @@ impl Flow {
             }
             Ok(LimitedBody::Complete(body)) => body,
         };
-        let verdict = protocol.judge(id, head.status, &head.headers, &body);
+        let verdict = front.judge(id, head.status, &head.headers, &body);
         let applied = self
-            .apply(id, verdict, &head, &body, who, received_at, generation)
+            .apply(
+                front.protocol(),
+                id,
+                verdict,
+                &head,
+                &body,
+                who,
+                received_at,
+                generation,
+            )
             .await;
         let answer = Answer {
             status: head.status,
@@ -300,6 +324,7 @@ impl Flow {
     #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
+        protocol: Protocol,
         id: &str,
         verdict: Verdict,
         head: &response::Parts,
@@ -362,7 +387,7 @@ impl Flow {
             body: body.clone(),
             received_at,
         };
-        let stored = self.cache.store(id, entry, who, generation).await;
+        let stored = self.cache.store(protocol, id, entry, who, generation).await;
         let effect = match shared {
             // Not stored here means invalidated while it was fetched: not for others either.
             Some(answer) if stored => {

@@ -15,13 +15,14 @@ use tokio::time::Instant;
 
 use super::fallback::hit;
 use super::fill::Oversized;
-use super::{Fetched, Flow, ImageGet, Protocol, Reply, Served, Verdict};
+use super::{Fetched, Flow, FrontEnd, ImageGet, Reply, Served, Verdict};
 use crate::auth::Fingerprint;
 use crate::cache::{Entry, Lookup};
 use crate::coalesce::{Joined, Publisher, Wait};
 use crate::config::AuthMode;
 use crate::fleet::Accept;
 use crate::http::headers::fill_headers;
+use crate::image::Protocol;
 use crate::metrics::Rejection;
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::upstream::UpstreamError;
@@ -30,26 +31,38 @@ use crate::upstream::UpstreamError;
 /// leader, and one more for a shared-mode answer that was not its to take.
 const MAX_ROUNDS: usize = 3;
 
-/// Who shares a flight: the image and, in per-credential mode, the credential.
+/// Who shares a flight: the image in one protocol and, in per-credential mode, the
+/// credential.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub(super) struct FlightKey {
+    protocol: Protocol,
     id: Arc<str>,
     who: Option<Fingerprint>,
 }
 
 /// One request's part in the flights of its miss.
 pub(super) struct Miss<'a> {
-    pub(super) protocol: &'a Arc<dyn Protocol>,
+    pub(super) front: &'a Arc<dyn FrontEnd>,
     pub(super) id: Arc<str>,
     key: FlightKey,
     /// What a fill of this request sends upstream.
     pub(super) headers: HeaderMap,
     pub(super) who: Option<Fingerprint>,
     pub(super) forward: Forward,
+    started: Instant,
+    /// When a fetch this request leads must be done (`--upstream-timeout`): the fetch is
+    /// everyone's, so the leader's own deadline does not cut it short.
+    fetch_deadline: Instant,
+    /// How long this request waits, and how long a fetch of its own may take: the sooner
+    /// of the fetch deadline and its own.
     pub(super) deadline: Instant,
 }
 
 impl Miss<'_> {
+    pub(super) fn protocol(&self) -> Protocol {
+        self.front.protocol()
+    }
+
     /// The outcome of a request of this miss that goes upstream.
     pub(super) fn outcome(&self) -> Outcome {
         let result = match self.forward {
@@ -72,8 +85,9 @@ enum Settled {
 }
 
 impl Flow {
-    fn flight_key(&self, id: &Arc<str>, who: Option<Fingerprint>) -> FlightKey {
+    fn flight_key(&self, protocol: Protocol, id: &Arc<str>, who: Option<Fingerprint>) -> FlightKey {
         FlightKey {
+            protocol,
             id: id.clone(),
             who: match self.auth_mode {
                 AuthMode::PerCredential => who,
@@ -90,14 +104,19 @@ impl Flow {
         forward: Forward,
     ) -> Reply {
         let id: Arc<str> = Arc::from(request.id);
+        let fetch_deadline = request.started + self.upstream_timeout;
         let miss = Miss {
-            protocol: request.protocol,
-            key: self.flight_key(&id, who),
+            front: request.front,
+            key: self.flight_key(request.front.protocol(), &id, who),
             id,
             headers: fill_headers(request.headers),
             who,
             forward,
-            deadline: request.started + self.upstream_timeout,
+            started: request.started,
+            fetch_deadline,
+            deadline: request
+                .deadline
+                .map_or(fetch_deadline, |own| own.min(fetch_deadline)),
         };
         let mut last_error = UpstreamError::Connect("the upstream fetch was abandoned".into());
         for round in 1..=MAX_ROUNDS {
@@ -131,7 +150,11 @@ impl Flow {
                 if miss.forward == Forward::Miss {
                     // The flight before this one may have just filled the cache.
                     let now = Instant::now();
-                    if let Lookup::Fresh(entry) = self.cache.lookup(&miss.id, miss.who, now).await {
+                    if let Lookup::Fresh(entry) = self
+                        .cache
+                        .lookup(miss.protocol(), &miss.id, miss.who, now)
+                        .await
+                    {
                         publisher.publish(Fetched::Cached);
                         return Settled::Reply(hit(entry, now));
                     }
@@ -145,7 +168,7 @@ impl Flow {
             Wait::Done(fetched) => fetched,
             Wait::Abandoned => return Settled::NextRound(None),
             Wait::TimedOut => {
-                let err = UpstreamError::Timeout(self.upstream_timeout);
+                let err = UpstreamError::Timeout(miss.deadline - miss.started);
                 return Settled::Reply(self.failed(miss, err, outcome).await);
             }
         };
@@ -156,7 +179,11 @@ impl Flow {
                     return Settled::NextRound(None);
                 }
                 let now = Instant::now();
-                match self.cache.lookup(&miss.id, miss.who, now).await {
+                match self
+                    .cache
+                    .lookup(miss.protocol(), &miss.id, miss.who, now)
+                    .await
+                {
                     Lookup::Fresh(entry) => Settled::Reply(hit(entry, now)),
                     // Not this caller's to read, or gone again already.
                     _ if last_round => Settled::Alone(outcome),
@@ -228,17 +255,17 @@ impl Flow {
     ) -> oneshot::Receiver<Oversized> {
         let (hand_over, oversized) = oneshot::channel();
         let flow = self.clone();
-        let protocol = miss.protocol.clone();
+        let front = miss.front.clone();
         let (id, headers, who, deadline) = (
             miss.id.clone(),
             miss.headers.clone(),
             miss.who,
-            miss.deadline,
+            miss.fetch_deadline,
         );
         tokio::spawn(async move {
             let fetched = flow
                 .fetch(
-                    &protocol, &id, &headers, who, accept, deadline, hand_over, &publisher,
+                    &front, &id, &headers, who, accept, deadline, hand_over, &publisher,
                 )
                 .await;
             publisher.publish(fetched);
@@ -257,6 +284,7 @@ impl Flow {
     ) {
         if self.refresh_ahead == 0
             || !self.cache.claim_refresh(
+                request.front.protocol(),
                 request.id,
                 entry,
                 who,
@@ -267,7 +295,7 @@ impl Flow {
             return;
         }
         let id: Arc<str> = Arc::from(request.id);
-        let key = self.flight_key(&id, who);
+        let key = self.flight_key(request.front.protocol(), &id, who);
         let Ok(Joined::Leader(publisher, _)) = self.flights.join(key) else {
             return;
         };
@@ -282,7 +310,7 @@ impl Flow {
             check: checked_age,
         });
         let flow = self.clone();
-        let protocol = request.protocol.clone();
+        let front = request.front.clone();
         let headers = fill_headers(request.headers);
         let deadline = Instant::now() + self.upstream_timeout;
         tokio::spawn(async move {
@@ -290,7 +318,7 @@ impl Flow {
             let (hand_over, _) = oneshot::channel();
             let fetched = flow
                 .fetch(
-                    &protocol, &id, &headers, who, accept, deadline, hand_over, &publisher,
+                    &front, &id, &headers, who, accept, deadline, hand_over, &publisher,
                 )
                 .await;
             publisher.publish(fetched);

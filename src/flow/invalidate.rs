@@ -25,7 +25,7 @@ pub enum MutationEffect {
 impl Flow {
     /// Drops `id` because the upstream answered `who` that it is gone or not READY: only if
     /// `who` could read it, so one tenant's 404 (for an image it may not see) cannot evict
-    /// another tenant's entry. Returns whether it was dropped.
+    /// another tenant's entry. Returns whether anything was dropped.
     pub(super) async fn invalidate_for(
         &self,
         id: &str,
@@ -33,11 +33,11 @@ impl Flow {
         reason: InvalidationReason,
     ) -> bool {
         let dropped = self.cache.invalidate_for(id, who).await;
-        if dropped {
-            self.metrics.invalidated(reason, 1);
+        if dropped > 0 {
+            self.metrics.invalidated(reason, dropped);
             tracing::info!(reason = reason.as_str(), "image invalidated");
         }
-        dropped
+        dropped > 0
     }
 
     /// The API refused `who` for `id`: its grant of `id` ends at once, and if the credential
@@ -62,12 +62,10 @@ impl Flow {
     }
 
     /// Drops an image on the proxy's own authority (a mutation or a purge), here and, with
-    /// the fleet tier, everywhere.
-    pub async fn invalidate(&self, id: &str, reason: InvalidationReason) -> bool {
+    /// the fleet tier, everywhere. Returns how many entries were dropped here.
+    pub async fn invalidate(&self, id: &str, reason: InvalidationReason) -> u64 {
         let dropped = self.cache.invalidate(id).await;
-        if dropped {
-            self.metrics.invalidated(reason, 1);
-        }
+        self.metrics.invalidated(reason, dropped);
         if let Some(fleet) = &self.fleet {
             fleet.invalidate(id).await;
         }
@@ -88,7 +86,7 @@ impl Flow {
     /// Another instance invalidated `id` (`None`: everything, or messages were missed).
     pub(super) async fn dropped_by_fleet(&self, id: Option<&str>) {
         let dropped = match id {
-            Some(id) => u64::from(self.cache.invalidate(id).await),
+            Some(id) => self.cache.invalidate(id).await,
             None => self.cache.purge_all().await,
         };
         self.metrics.invalidated(InvalidationReason::Fleet, dropped);
@@ -124,7 +122,7 @@ impl Flow {
             MutationEffect::Unknown => {
                 let dropped = self.cache.invalidate(id).await;
                 self.metrics
-                    .invalidated(InvalidationReason::Mutation, u64::from(dropped));
+                    .invalidated(InvalidationReason::Mutation, dropped);
                 if let Some(fleet) = &self.fleet {
                     fleet.invalidate_if_shared(id).await;
                 }

@@ -9,8 +9,8 @@
 //! error answers ([`fallback`]). Invalidations, purges, refusals and mutations act on the
 //! cache and the fleet together ([`invalidate`]).
 //!
-//! The front-ends tell the flow what their protocol needs through [`Protocol`]: the
-//! upstream request of a fill, and a [`Verdict`] on each answer.
+//! The front-ends tell the flow what their protocol needs through [`FrontEnd`]: which
+//! protocol it is, the upstream request of a fill, and a [`Verdict`] on each answer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use crate::config::{AuthMode, Config};
 use crate::error::BoxError;
 use crate::fleet::{Fleet, Reader, SharedAnswer};
 use crate::http::headers::wants_no_cache;
+use crate::image::Protocol;
 use crate::metrics::Metrics;
 use crate::outcome::{Forward, Outcome};
 use crate::upstream::{RequestBody, Upstream, UpstreamError};
@@ -41,7 +42,10 @@ pub use verdict::{Answer, Fetched, Served, Verdict};
 use flight::FlightKey;
 
 /// What a front-end tells the flow about its protocol.
-pub trait Protocol: Send + Sync + 'static {
+pub trait FrontEnd: Send + Sync + 'static {
+    /// The protocol: an image has one entry, one flight and one shared value per protocol.
+    fn protocol(&self) -> Protocol;
+
     /// The upstream request that fetches image `id`, with `headers` (already the fill's
     /// allow-list, request ID included).
     fn fill_request(
@@ -61,12 +65,16 @@ pub trait Protocol: Send + Sync + 'static {
 
 /// One Image.Get, as a front-end hands it to the flow.
 pub struct ImageGet<'a> {
-    pub protocol: &'a Arc<dyn Protocol>,
+    pub front: &'a Arc<dyn FrontEnd>,
     pub id: &'a str,
     /// The client's request headers.
     pub headers: &'a HeaderMap,
     /// When the request arrived: the hit path reads the clock no more than that.
     pub started: Instant,
+    /// The caller's own deadline (gRPC's `grpc-timeout`), if it has one sooner than
+    /// `--upstream-timeout`: it waits no longer, though a fetch it leads goes on for the
+    /// others.
+    pub deadline: Option<Instant>,
 }
 
 /// What the flow answered, and what happened: the front-end renders the first and hands
@@ -174,8 +182,12 @@ impl Flow {
             Forward::Miss
         };
         if forward == Forward::Miss {
-            if let Lookup::Fresh(entry) = self.cache.lookup(request.id, who, request.started).await
-            {
+            let protocol = request.front.protocol();
+            let found = self
+                .cache
+                .lookup(protocol, request.id, who, request.started)
+                .await;
+            if let Lookup::Fresh(entry) = found {
                 self.maybe_refresh(&request, &entry, who);
                 return fallback::hit(entry, request.started);
             }

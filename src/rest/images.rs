@@ -12,11 +12,11 @@ use http_body_util::{BodyExt, Empty};
 use crate::cache::Entry;
 use crate::coalesce::Overloaded;
 use crate::fleet::SharedAnswer;
-use crate::flow::{Protocol, Served, Verdict};
+use crate::flow::{FrontEnd, Served, Verdict};
 use crate::http::body::ProxyBody;
 use crate::http::errors::{api_error, retry_shortly};
 use crate::http::headers::{replayable, CACHE_STATUS, X_CACHE};
-use crate::image::{is_ready_json, json_state, READY};
+use crate::image::{is_ready_json, json_state, Protocol, READY};
 use crate::metrics::InvalidationReason;
 use crate::outcome::Outcome;
 use crate::route::IMAGES_PREFIX;
@@ -28,7 +28,11 @@ const PRECOMPUTED_NUMBERS: u64 = 4096;
 /// The REST protocol of Image.Get, as the flow needs to know it.
 pub struct RestImages;
 
-impl Protocol for RestImages {
+impl FrontEnd for RestImages {
+    fn protocol(&self) -> Protocol {
+        Protocol::Http
+    }
+
     fn fill_request(
         &self,
         upstream: &Upstream,

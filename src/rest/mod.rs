@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::flow::{Flow, ImageGet, Protocol, Reply};
+use crate::flow::{Flow, FrontEnd, ImageGet, Reply};
 use crate::http::admission::admit;
 use crate::http::body::ProxyBody;
 use crate::http::errors::api_error;
@@ -28,7 +28,7 @@ pub use images::RestImages;
 /// The REST front-end's state.
 pub struct Rest {
     flow: Arc<Flow>,
-    protocol: Arc<dyn Protocol>,
+    front: Arc<dyn FrontEnd>,
     upload_limits: UploadLimits,
     max_headers: usize,
 }
@@ -37,7 +37,7 @@ impl Rest {
     pub fn new(config: &Config, flow: Arc<Flow>) -> Arc<Rest> {
         Arc::new(Rest {
             flow,
-            protocol: Arc::new(RestImages),
+            front: Arc::new(RestImages),
             upload_limits: UploadLimits {
                 max: config.max_request_body,
                 idle: config.request_body_timeout,
@@ -76,10 +76,11 @@ impl Rest {
                 let Reply { served, outcome } = self
                     .flow
                     .get(ImageGet {
-                        protocol: &self.protocol,
+                        front: &self.front,
                         id,
                         headers: request.headers(),
                         started,
+                        deadline: None,
                     })
                     .await;
                 (images::render(served, &outcome, head), Some(outcome))
