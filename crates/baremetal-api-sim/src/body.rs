@@ -1,5 +1,5 @@
 //! The response body type: whole, padded to any size without holding it, dripped slowly,
-//! or cut off halfway.
+//! or cut off halfway; optionally ending with trailers (gRPC's status).
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -9,24 +9,27 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{sleep, Sleep};
 
 /// Chunk size for padded bodies: big enough to be fast, small enough to hold once.
 const PAD_CHUNK: usize = 64 * 1024;
 
-/// A response body that announces its full length (so hyper sends `Content-Length`) and
-/// then sends its segments, optionally paced or cut short.
+/// A response body that announces its full length (so hyper sends `Content-Length`; gRPC
+/// answers do not) and then sends its segments, optionally paced or cut short.
 pub(crate) struct SimBody {
     segments: VecDeque<Segment>,
-    /// The length announced in `Content-Length`.
-    length: u64,
+    /// The length announced in `Content-Length`, if any.
+    length: Option<u64>,
     /// Largest data frame to send at once.
     chunk: usize,
     /// Pause between data frames.
     pace: Option<Duration>,
     pause: Option<Pin<Box<Sleep>>>,
     ending: Ending,
+    /// Sent after the data of a complete body (a cut body never sends them).
+    trailers: Option<HeaderMap>,
 }
 
 enum Segment {
@@ -51,11 +54,12 @@ impl SimBody {
     fn new(segments: Vec<Segment>, length: usize) -> SimBody {
         SimBody {
             segments: segments.into(),
-            length: length as u64,
+            length: Some(length as u64),
             chunk: usize::MAX,
             pace: None,
             pause: None,
             ending: Ending::Complete,
+            trailers: None,
         }
     }
 
@@ -96,6 +100,22 @@ impl SimBody {
         SimBody {
             ending: Ending::Cut { flushed: false },
             ..SimBody::new(vec![Segment::Data(half)], length)
+        }
+    }
+
+    /// The same body without a `Content-Length`, as gRPC servers send theirs.
+    pub(crate) fn unannounced(self) -> SimBody {
+        SimBody {
+            length: None,
+            ..self
+        }
+    }
+
+    /// The same body, followed by `trailers` once all its data is sent.
+    pub(crate) fn with_trailers(self, trailers: HeaderMap) -> SimBody {
+        SimBody {
+            trailers: Some(trailers),
+            ..self
         }
     }
 
@@ -147,7 +167,7 @@ impl Body for SimBody {
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
         match &mut this.ending {
-            Ending::Complete => Poll::Ready(None),
+            Ending::Complete => Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t)))),
             Ending::Cut { flushed } if !*flushed => {
                 *flushed = true;
                 cx.waker().wake_by_ref();
@@ -161,11 +181,14 @@ impl Body for SimBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.segments.is_empty() && matches!(self.ending, Ending::Complete)
+        self.segments.is_empty()
+            && matches!(self.ending, Ending::Complete)
+            && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.length)
+        self.length
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 
@@ -205,6 +228,17 @@ mod tests {
         let (sizes, error) = frames(body).await;
         assert_eq!(sizes, [5]);
         assert!(error.is_some());
+    }
+
+    #[tokio::test]
+    async fn trailers_follow_the_data() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let body = SimBody::whole(Bytes::from_static(b"ab")).with_trailers(trailers.clone());
+        assert!(!body.is_end_stream());
+        let collected = body.collect().await.unwrap();
+        assert_eq!(collected.trailers(), Some(&trailers));
+        assert_eq!(collected.to_bytes(), "ab");
     }
 
     #[tokio::test(start_paused = true)]

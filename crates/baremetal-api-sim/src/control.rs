@@ -31,6 +31,7 @@ struct StatusRequest {
 struct Stats<'a> {
     requests: u64,
     image_get: BTreeMap<&'a str, u64>,
+    grpc_image_get: BTreeMap<&'a str, u64>,
 }
 
 /// A control call's failure: its status and a short message.
@@ -75,12 +76,13 @@ fn unknown_endpoint() -> ControlError {
     (StatusCode::NOT_FOUND, "unknown control endpoint".to_owned())
 }
 
-/// `{"requests": N, "image_get": {"<id>": n, ...}}`.
+/// `{"requests": N, "image_get": {"<id>": n, ...}, "grpc_image_get": {"<id>": n, ...}}`.
 fn stats(sim: &Simulator) -> Result<Option<Bytes>, ControlError> {
     let stats = sim.with_state(|state| {
         let stats = Stats {
             requests: state.traffic.total(),
             image_get: state.traffic.image_gets(),
+            grpc_image_get: state.traffic.grpc_image_gets(),
         };
         serde_json::to_vec(&stats)
     });

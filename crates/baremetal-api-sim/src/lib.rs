@@ -81,6 +81,7 @@ mod body;
 mod control;
 mod error;
 mod fault;
+pub mod grpc;
 mod images;
 mod model;
 mod server;
@@ -280,6 +281,11 @@ impl Simulator {
     /// `GET` and `HEAD` requests on exactly `/baremetal/v1alpha/images/{id}` (no query).
     pub fn image_get_count(&self, id: &str) -> u64 {
         self.with_state(|state| state.traffic.image_get_count(id))
+    }
+
+    /// gRPC `ImageService/Get` calls whose message asks for image `id`.
+    pub fn grpc_image_get_count(&self, id: &str) -> u64 {
+        self.with_state(|state| state.traffic.grpc_image_get_count(id))
     }
 
     /// The last 10 000 API requests, oldest first.

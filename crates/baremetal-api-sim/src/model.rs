@@ -133,9 +133,9 @@ fn fnv1a(seed: u64, data: &[u8]) -> u64 {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Any<T> {
     #[serde(rename = "@type")]
-    type_url: &'static str,
+    pub(crate) type_url: &'static str,
     #[serde(flatten)]
-    value: T,
+    pub(crate) value: T,
 }
 
 impl<T> Any<T> {
@@ -148,7 +148,7 @@ impl<T> Any<T> {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct ImageRef {
-    image_id: String,
+    pub(crate) image_id: String,
 }
 
 /// What a finished operation returns.
@@ -204,15 +204,15 @@ impl OperationKind {
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct Operation {
-    id: String,
-    description: &'static str,
-    created_at: String,
-    created_by: String,
-    modified_at: String,
-    done: bool,
-    metadata: Any<ImageRef>,
+    pub(crate) id: String,
+    pub(crate) description: &'static str,
+    pub(crate) created_at: String,
+    pub(crate) created_by: String,
+    pub(crate) modified_at: String,
+    pub(crate) done: bool,
+    pub(crate) metadata: Any<ImageRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    response: Option<Any<Payload>>,
+    pub(crate) response: Option<Any<Payload>>,
 }
 
 impl Operation {

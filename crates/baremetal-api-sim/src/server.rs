@@ -25,7 +25,7 @@ use super::body::SimBody;
 use super::error::ApiError;
 use super::fault::grpc_code;
 use super::model::{other_image_id, request_id, trace_id, Image, READY};
-use super::{control, Fault, Simulator};
+use super::{control, grpc, Fault, RecordedRequest, Simulator};
 
 /// Largest request body the simulator reads; beyond it answers 413.
 const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
@@ -90,7 +90,7 @@ async fn connection(sim: Simulator, stream: TcpStream, mut stopped: watch::Recei
 
 /// The service's error: hyper then closes the connection without writing an answer.
 #[derive(Debug)]
-struct Dropped;
+pub(crate) struct Dropped;
 
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,26 +107,58 @@ async fn handle(sim: Simulator, request: Request<Incoming>) -> Result<Response<S
     if let Some(path) = target.strip_prefix(CONTROL_PREFIX) {
         return Ok(control::handle(&sim, &parts.method, path, body));
     }
+    let read = body.as_ref().map_or_else(|_| Bytes::new(), Bytes::clone);
+    let grpc = grpc::is_grpc(&parts.headers).then(|| grpc::Call::parse(parts.uri.path(), &read));
     let fault = sim.with_state(|state| {
-        let recorded = body.as_ref().map_or_else(|_| Bytes::new(), Bytes::clone);
-        let (method, version) = (&parts.method, parts.version);
-        state
-            .traffic
-            .record(method, &target, version, &parts.headers, recorded);
-        state.faults.take(api::image_path_id(&target))
+        let recorded = RecordedRequest {
+            method: parts.method.clone(),
+            target: target.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body: match &grpc {
+                Some(call) => call.recorded_body(&read),
+                None => read,
+            },
+            unknown_fields: grpc
+                .as_ref()
+                .map(|call| call.unknown_fields.clone())
+                .unwrap_or_default(),
+        };
+        let grpc_get = grpc
+            .as_ref()
+            .filter(|call| call.is_get())
+            .and_then(|call| call.image_id.as_deref());
+        state.traffic.record(recorded, grpc_get);
+        let image_id = match &grpc {
+            Some(call) => call.image_id.as_deref(),
+            None => api::image_path_id(&target),
+        };
+        state.faults.take(image_id)
     });
     let body = match body {
         Ok(body) => body,
-        Err(BodyError::TooLarge) => return Ok(log(&parts, &target, None, too_large())),
+        Err(BodyError::TooLarge) => {
+            let response = match grpc {
+                Some(_) => grpc::error(&too_large()),
+                None => json_response(Err(too_large()), SimBody::whole),
+            };
+            return Ok(log(&parts, &target, None, response));
+        }
         Err(BodyError::Broken) => return Err(Dropped),
     };
-    let request = ApiRequest {
-        method: &parts.method,
-        target: &target,
-        token: bearer_token(&parts.headers),
-        body: &body,
+    let token = bearer_token(&parts.headers);
+    let mut response = match &grpc {
+        Some(call) => grpc::answer(&sim, call, token, fault.clone()).await?,
+        None => {
+            let request = ApiRequest {
+                method: &parts.method,
+                target: &target,
+                token,
+                body: &body,
+            };
+            answer(&sim, &request, fault.clone()).await?
+        }
     };
-    let mut response = answer(&sim, &request, fault.clone()).await?;
     sim.with_state(|state| {
         for (name, value) in &state.extra_headers {
             if let (Ok(name), Ok(value)) = (
@@ -196,7 +228,7 @@ async fn answer(
         }
         Some(Fault::Garbage) => json_response(Ok(Bytes::from_static(GARBAGE)), SimBody::whole),
         Some(Fault::WrongId) => {
-            let image = fault_image(sim, request.target);
+            let image = fault_image(sim, api::image_path_id(request.target));
             let wrong = Image {
                 id: other_image_id(&image.id),
                 ..image
@@ -206,7 +238,7 @@ async fn answer(
         Some(Fault::HugeBody(size)) => {
             let image = Image {
                 description: String::new(),
-                ..fault_image(sim, request.target)
+                ..fault_image(sim, api::image_path_id(request.target))
             };
             json_response(api::to_json(&image), |json| pad_description(json, size))
         }
@@ -216,8 +248,8 @@ async fn answer(
 
 /// The requested image as a READY image, for faults that answer with one: the stored image
 /// when there is one, a made-up one otherwise (or when the request names no image).
-fn fault_image(sim: &Simulator, target: &str) -> Image {
-    let id = api::image_path_id(target).unwrap_or(FAULT_IMAGE);
+pub(crate) fn fault_image(sim: &Simulator, id: Option<&str>) -> Image {
+    let id = id.unwrap_or(FAULT_IMAGE);
     let stored = sim.image(id);
     let image = stored.unwrap_or_else(|| Image::ready(id, FAULT_FOLDER, "simulated-image"));
     Image {
@@ -253,11 +285,10 @@ fn status_fault(status: u16, retry_after: Option<u32>) -> Response<SimBody> {
     response
 }
 
-fn too_large() -> Response<SimBody> {
+fn too_large() -> ApiError {
     // RESOURCE_EXHAUSTED, what gRPC reports for an oversized message.
     let message = format!("Request body is larger than {MAX_REQUEST_BODY} bytes");
-    let error = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, 8, message);
-    json_response(Err(error), SimBody::whole)
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, 8, message)
 }
 
 /// An API response: 200 with `body`, or the error in the API's shape; the body delivered

@@ -2,8 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Version};
+use http::Method;
 
 use super::IMAGES_PATH;
 
@@ -17,43 +16,42 @@ pub struct RecordedRequest {
     /// The raw request target: path and `?query`, undecoded.
     pub target: String,
     pub version: http::Version,
+    /// The metadata of a gRPC call.
     pub headers: http::HeaderMap,
+    /// The body; of a gRPC call, its one message without the 5-byte prefix (the whole body
+    /// when it is not one uncompressed message).
     pub body: bytes::Bytes,
+    /// Of a gRPC call, the top-level field numbers in its message that the request type does
+    /// not have, in the order sent; empty for REST.
+    pub unknown_fields: Vec<u32>,
 }
 
-/// Counters and the recent-request log. Every other count is derived from `by_target`, so
-/// the numbers can never disagree.
+/// Counters and the recent-request log. Every REST count is derived from `by_target`, so
+/// the numbers can never disagree; a gRPC Get's image is in its message, not its target,
+/// hence the count of its own.
 #[derive(Default)]
 pub(crate) struct Traffic {
     total: u64,
     by_target: HashMap<(Method, String), u64>,
+    grpc_gets: HashMap<String, u64>,
     recent: VecDeque<RecordedRequest>,
 }
 
 impl Traffic {
-    pub(crate) fn record(
-        &mut self,
-        method: &Method,
-        target: &str,
-        version: Version,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) {
+    /// Counts and keeps `request`; `grpc_get` is the image of a gRPC Get.
+    pub(crate) fn record(&mut self, request: RecordedRequest, grpc_get: Option<&str>) {
         self.total += 1;
         *self
             .by_target
-            .entry((method.clone(), target.to_owned()))
+            .entry((request.method.clone(), request.target.clone()))
             .or_default() += 1;
+        if let Some(id) = grpc_get {
+            *self.grpc_gets.entry(id.to_owned()).or_default() += 1;
+        }
         if self.recent.len() == RECORDED_MAX {
             self.recent.pop_front();
         }
-        self.recent.push_back(RecordedRequest {
-            method: method.clone(),
-            target: target.to_owned(),
-            version,
-            headers: headers.clone(),
-            body,
-        });
+        self.recent.push_back(request);
     }
 
     pub(crate) fn total(&self) -> u64 {
@@ -87,6 +85,18 @@ impl Traffic {
         self.count("GET", &target) + self.count("HEAD", &target)
     }
 
+    /// gRPC Get calls per image ID (the `image_id` of their message).
+    pub(crate) fn grpc_image_gets(&self) -> BTreeMap<&str, u64> {
+        self.grpc_gets
+            .iter()
+            .map(|(id, n)| (id.as_str(), *n))
+            .collect()
+    }
+
+    pub(crate) fn grpc_image_get_count(&self, id: &str) -> u64 {
+        self.grpc_gets.get(id).copied().unwrap_or(0)
+    }
+
     pub(crate) fn recorded(&self) -> Vec<RecordedRequest> {
         self.recent.iter().cloned().collect()
     }
@@ -110,15 +120,19 @@ fn image_get_id(target: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, Version};
 
     fn record(traffic: &mut Traffic, method: Method, target: &str) {
-        traffic.record(
-            &method,
-            target,
-            Version::HTTP_11,
-            &HeaderMap::new(),
-            Bytes::new(),
-        );
+        let request = RecordedRequest {
+            method,
+            target: target.to_owned(),
+            version: Version::HTTP_11,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+            unknown_fields: Vec::new(),
+        };
+        traffic.record(request, None);
     }
 
     #[test]
@@ -143,8 +157,23 @@ mod tests {
         assert_eq!(traffic.count("get", get), 0);
         assert_eq!(traffic.image_get_count("ly5a"), 2);
         assert_eq!(traffic.image_gets(), BTreeMap::from([("ly5a", 2)]));
+        let grpc_get = RecordedRequest {
+            method: Method::POST,
+            target: "/yandex.cloud.baremetal.v1alpha.ImageService/Get".into(),
+            ..traffic.recorded()[0].clone()
+        };
+        traffic.record(grpc_get, Some("ly5a"));
+        assert_eq!(
+            (
+                traffic.image_get_count("ly5a"),
+                traffic.grpc_image_get_count("ly5a")
+            ),
+            (2, 1)
+        );
+        assert_eq!(traffic.grpc_image_gets(), BTreeMap::from([("ly5a", 1)]));
         traffic.reset();
         assert_eq!((traffic.total(), traffic.recorded().len()), (0, 0));
+        assert_eq!(traffic.grpc_image_get_count("ly5a"), 0);
     }
 
     #[test]

@@ -679,7 +679,7 @@ async fn control_api_arms_faults_sets_statuses_and_reports() {
     let stats = get(addr, "/_sim/stats", None).await.json();
     assert_eq!(
         stats,
-        serde_json::json!({"requests": 1, "image_get": {ALICE_IMAGE: 1}})
+        serde_json::json!({"requests": 1, "image_get": {ALICE_IMAGE: 1}, "grpc_image_get": {}})
     );
 
     let bad = call(
