@@ -63,9 +63,16 @@ impl SimBody {
         }
     }
 
+    /// `data` in one frame; no frame at all when it is empty, so that hyper ends the stream
+    /// with the head (over HTTP/2, a gRPC error's "trailers-only" answer is one HEADERS frame).
     pub(crate) fn whole(data: Bytes) -> SimBody {
         let length = data.len();
-        SimBody::new(vec![Segment::Data(data)], length)
+        let segments = if data.is_empty() {
+            Vec::new()
+        } else {
+            vec![Segment::Data(data)]
+        };
+        SimBody::new(segments, length)
     }
 
     /// `prefix`, `pad` bytes of `x`, `suffix`, streamed in 64 KiB chunks; the filler is one
@@ -228,6 +235,12 @@ mod tests {
         let (sizes, error) = frames(body).await;
         assert_eq!(sizes, [5]);
         assert!(error.is_some());
+    }
+
+    #[test]
+    fn empty_bodies_end_at_once() {
+        assert!(SimBody::whole(Bytes::new()).is_end_stream());
+        assert!(!SimBody::whole(Bytes::from_static(b"a")).is_end_stream());
     }
 
     #[tokio::test]

@@ -186,14 +186,23 @@ fn without_body(response: Response<SimBody>) -> Response<SimBody> {
     Response::from_parts(parts, SimBody::whole(Bytes::new()))
 }
 
-/// One info line per API request; never the `Authorization` value.
+/// One info line per API request (with `grpc_status` for a gRPC error); never the
+/// `Authorization` value.
 fn log(
     parts: &Parts,
     target: &str,
     fault: Option<Fault>,
     response: Response<SimBody>,
 ) -> Response<SimBody> {
-    tracing::info!(method = %parts.method, target, status = response.status().as_u16(), ?fault, "request");
+    let status = response.status().as_u16();
+    let grpc_status = response.headers().get("grpc-status");
+    match grpc_status.and_then(|code| code.to_str().ok()) {
+        // A gRPC error: the code is in the head. (An OK answer's is in its trailers.)
+        Some(grpc_status) => {
+            tracing::info!(method = %parts.method, target, status, grpc_status, ?fault, "request");
+        }
+        None => tracing::info!(method = %parts.method, target, status, ?fault, "request"),
+    }
     response
 }
 

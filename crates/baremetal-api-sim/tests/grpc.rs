@@ -11,6 +11,8 @@ use baremetal_api_sim::grpc::{
 };
 use baremetal_api_sim::{Fault, FaultScope, Simulator};
 use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -111,6 +113,34 @@ async fn get_answers_the_image_with_a_field_clients_do_not_know() {
     assert_eq!(sim.grpc_image_get_count(ALICE_IMAGE), 3);
     assert_eq!(sim.image_get_count(ALICE_IMAGE), 0);
     assert_eq!(sim.count("POST", grpc::GET_PATH), 3);
+}
+
+#[tokio::test]
+async fn errors_are_trailers_only_answers() {
+    use http_body::Body;
+    let (_, addr, _) = demo().await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let message = GetImageRequest {
+        image_id: ALICE_IMAGE.into(),
+    }
+    .encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&message);
+    let request = http::Request::post(format!("http://{addr}{}", grpc::GET_PATH))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed)))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    assert_eq!(response.headers()["grpc-status"], "16");
+    assert!(response.headers().contains_key("grpc-status-details-bin"));
+    // One HEADERS frame that ends the stream: no DATA frame, no trailers frame.
+    assert!(response.body().is_end_stream());
+    assert!(!response.headers().contains_key("content-length"));
 }
 
 #[tokio::test]
