@@ -10,11 +10,13 @@ use serde::{Deserialize, Deserializer};
 pub enum FaultScope {
     /// Every API request.
     All,
-    /// Requests whose path is exactly `/baremetal/v1alpha/images/{id}` (any method, any query).
+    /// Requests whose path is exactly `/baremetal/v1alpha/images/{id}` (any method, any query),
+    /// and gRPC Get, Update and Delete calls whose message's `image_id` is `{id}`.
     Image(String),
 }
 
-/// How the simulator misbehaves for a matching request. See the crate docs for the JSON form.
+/// How the simulator misbehaves for a matching request. See the crate docs for the JSON form
+/// and for what each fault does to a gRPC call.
 #[derive(Clone, Debug, Deserialize)]
 pub enum Fault {
     /// Answer normally, after this delay.

@@ -1,8 +1,9 @@
-//! A simulator of the upstream Yandex Cloud BareMetal images API (`/baremetal/v1alpha/images`),
-//! for integration tests, the README try-it-out and benchmarks of the proxy. It answers like
-//! the real API (same JSON, error shape, headers and ID rules; see
-//! `upstream-api/baremetal-v1alpha.md`), counts and records what it receives, and misbehaves
-//! on demand. The proxy never uses this crate; only its tests, examples and benchmarks, and the
+//! A simulator of the upstream Yandex Cloud BareMetal images API (`/baremetal/v1alpha/images`
+//! over REST, and `yandex.cloud.baremetal.v1alpha.ImageService` over gRPC on the same
+//! listener), for integration tests, the README try-it-out and benchmarks of the proxy. It
+//! answers like the real API (same JSON, messages, error shapes, headers and ID rules; see
+//! `upstream-api/baremetal-v1alpha.md` and `upstream-api/grpc.md`), counts and records what it
+//! receives, and misbehaves on demand. The proxy never uses this crate; only its tests, examples and benchmarks, and the
 //! `baremetal-api-sim` binary.
 //!
 //! ```no_run
@@ -53,11 +54,74 @@
 //! a readable image), cut in half or one byte at a time; `WrongId` and `HugeBody` answer with
 //! the stored image (or a made-up one) as READY.
 //!
+//! # gRPC (module [`grpc`])
+//!
+//! Requests whose `content-type` starts with `application/grpc` (over h2c with prior
+//! knowledge, as plaintext gRPC clients connect) go to `ImageService`: the unary `Get`,
+//! `List`, `Create`, `Update`, `Delete` and `ListOperations`, over the same tokens
+//! (`authorization: Bearer …` metadata), folders, images, operations, `ready_after` and
+//! hide-forbidden setting as REST, with the same checks in the same order and each error's
+//! gRPC code (16, 3, 5, 7 …) and message. Before those checks, a method or service it does
+//! not have is UNIMPLEMENTED (12), a compressed message too, and a body that is not one
+//! message, or a message that does not decode, INTERNAL (13). An answer is `200`,
+//! `application/grpc`, `x-request-id`, `x-server-trace-id`, the message, then a
+//! `grpc-status: 0` trailer; an error is trailers-only (one HEADERS frame): `grpc-status`,
+//! `grpc-message` (percent-encoded) and `grpc-status-details-bin`, a `google.rpc.Status` whose
+//! `google.rpc.RequestInfo` carries the `x-request-id`. No `Content-Length`, no compression;
+//! `grpc-timeout` is ignored (the client enforces its deadline). Where gRPC differs from REST:
+//! `next_page_token` is field 100 (as in the official SDKs); Update without an `update_mask`
+//! sets the fields that are not empty; mutations answer an `Operation` whose `metadata` is an
+//! `Any` of [`grpc::ImageMetadata`] and whose `response` an `Any` of the `Image` (Update) or
+//! of `google.protobuf.Empty` (Delete); a status that is no `Image.Status` name (tests may set
+//! any) is sent as `STATUS_UNSPECIFIED`.
+//!
+//! Every `Image` sent over gRPC (Get, List, an Update's response, fault answers) carries
+//! field 50 ([`grpc::SIM_ONLY_FIELD`], in the range reserved for newer fields), a string
+//! `sim:<image id>` that no client knows: a cache that replays the bytes it received keeps it,
+//! one that re-encodes what it decoded does not ([`grpc::sim_only_field`] reads it). The same
+//! image always encodes to the same bytes. The other way, [`RecordedRequest::unknown_fields`]
+//! lists the fields of a request message that its type does not have.
+//!
+//! Calls are counted and recorded like REST requests: method `POST`, the gRPC path as target
+//! ([`grpc::GET_PATH`] …), the metadata as headers, the message without its 5-byte prefix as
+//! body; [`Simulator::grpc_image_get_count`] counts Gets per `image_id`. Faults apply, the
+//! `Image` scope matching the `image_id` of a Get, Update or Delete (as REST's `/images/{id}`
+//! path; ListOperations is not matched):
+//!
+//! | Fault | Over gRPC |
+//! |-------|-----------|
+//! | `Delay` | the answer, that much later |
+//! | `Status` | a trailers-only error with the code of that HTTP status (503 and 502 → UNAVAILABLE 14, 500 → INTERNAL 13, 429 → RESOURCE_EXHAUSTED 8, 504 → DEADLINE_EXCEEDED 4, 401 → 16, 403 → 7, 404 → 5, 400 → 3, others UNKNOWN 2), the reason phrase as message, details as above; `retry_after` as `retry-after` metadata |
+//! | `Hang` | no answer on that stream; the connection's other streams go on |
+//! | `Reset` | the stream is reset (`RST_STREAM`, INTERNAL_ERROR) before any answer |
+//! | `ResetMidBody` | the head and half the framed message (whose prefix announces all of it), then the reset, no `grpc-status`; for an error, the head then the reset |
+//! | `Garbage` | `grpc-status: 0` with a message that is no `Image` (field 7 = READY, then a field 1 longer than what follows) |
+//! | `WrongId` | a READY `Image` with another valid ID |
+//! | `HugeBody(n)` | a valid READY `Image` of exactly `n` bytes (the body is 5 more), its description padded, in 64 KiB frames |
+//! | `SlowDrip(d)` | the framed message one byte per `d`, then the trailers (an error is not dripped) |
+//!
+//! [`grpc::ImageClient`] is a client for tests: typed calls, the raw bytes of an answer, its
+//! metadata (headers and trailers) and an error's details.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use baremetal_api_sim::grpc::{self, ImageClient};
+//! use baremetal_api_sim::Simulator;
+//!
+//! let sim = Simulator::demo();
+//! let addr = sim.clone().spawn().await?;
+//! let mut client = ImageClient::connect(&format!("http://{addr}")).await?;
+//! let answer = client.get_raw("ly5alice0ready000001", Some("t1.alice-demo-token"), &[]).await?;
+//! assert_eq!(grpc::sim_only_field(answer.get_ref()).as_deref(), Some("sim:ly5alice0ready000001"));
+//! assert_eq!(sim.grpc_image_get_count("ly5alice0ready000001"), 1);
+//! # Ok(()) }
+//! ```
+//!
 //! # Control API (same listener; not counted, not recorded, never faulted)
 //!
 //! | Call | Body | Answer |
 //! |------|------|--------|
-//! | `GET /_sim/stats` | | `200 {"requests":N,"image_get":{"<id>":n,…}}` |
+//! | `GET /_sim/stats` | | `200 {"requests":N,"image_get":{"<id>":n,…},"grpc_image_get":{"<id>":n,…}}` |
 //! | `POST /_sim/images/{id}/status` | `{"status":"DELETING"}` | `204`, `404` unknown image |
 //! | `POST /_sim/fault` | `{"scope":…,"fault":…,"times":…}` | `204` |
 //! | `DELETE /_sim/fault` | | `204`, every fault cleared |

@@ -10,8 +10,9 @@ use clap::{Parser, ValueEnum};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
-/// Simulates the Yandex Cloud BareMetal images API (/baremetal/v1alpha/images) over HTTP/1.1
-/// and h2c, with demo data, request counters and fault injection (control API under /_sim/).
+/// Simulates the Yandex Cloud BareMetal images API (/baremetal/v1alpha/images over HTTP/1.1
+/// and h2c, and the ImageService over gRPC on the same address), with demo data, request
+/// counters and fault injection (control API under /_sim/).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -81,7 +82,7 @@ async fn run(args: Args) -> std::io::Result<()> {
     } else {
         Simulator::demo()
     };
-    println!("baremetal-api-sim listening on http://{addr}");
+    println!("baremetal-api-sim listening on http://{addr} (REST, and gRPC over h2c)");
     if !args.empty {
         print_demo_data(addr);
     }
