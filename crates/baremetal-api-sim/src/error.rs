@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::Serialize;
 
+use super::fault::grpc_code;
 use super::model::Any;
 
 /// The `@type` of the one detail every error carries.
@@ -55,6 +56,14 @@ impl ApiError {
 
     pub(crate) fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, 13, message)
+    }
+
+    /// What a `Status` fault answers: that HTTP status (500 if it is none), the gRPC code the
+    /// API pairs with it, its reason phrase.
+    pub(crate) fn simulated(status: u16) -> ApiError {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let message = status.canonical_reason().unwrap_or("Simulated error");
+        ApiError::new(status, grpc_code(status.as_u16()), message)
     }
 
     /// The REST error body, its `RequestInfo` carrying the response's `x-request-id`.

@@ -23,7 +23,6 @@ use tokio::task::JoinSet;
 use super::api::{self, ApiRequest};
 use super::body::SimBody;
 use super::error::ApiError;
-use super::fault::grpc_code;
 use super::model::{other_image_id, request_id, trace_id, Image, READY};
 use super::{control, grpc, Fault, RecordedRequest, Simulator};
 
@@ -109,30 +108,27 @@ async fn handle(sim: Simulator, request: Request<Incoming>) -> Result<Response<S
     }
     let read = body.as_ref().map_or_else(|_| Bytes::new(), Bytes::clone);
     let grpc = grpc::is_grpc(&parts.headers).then(|| grpc::Call::parse(parts.uri.path(), &read));
+    // What recording and fault scopes take from the request, per protocol: REST's image is in
+    // the path, a gRPC call's in its message.
+    let (recorded_body, unknown_fields, image_id) = match &grpc {
+        Some(call) => (
+            call.recorded_body(&read),
+            call.unknown_fields.clone(),
+            call.image_id.as_deref(),
+        ),
+        None => (read, Vec::new(), api::image_path_id(&target)),
+    };
+    let grpc_get = grpc.as_ref().filter(|call| call.is_get()).and(image_id);
     let fault = sim.with_state(|state| {
         let recorded = RecordedRequest {
             method: parts.method.clone(),
             target: target.clone(),
             version: parts.version,
             headers: parts.headers.clone(),
-            body: match &grpc {
-                Some(call) => call.recorded_body(&read),
-                None => read,
-            },
-            unknown_fields: grpc
-                .as_ref()
-                .map(|call| call.unknown_fields.clone())
-                .unwrap_or_default(),
+            body: recorded_body,
+            unknown_fields,
         };
-        let grpc_get = grpc
-            .as_ref()
-            .filter(|call| call.is_get())
-            .and_then(|call| call.image_id.as_deref());
         state.traffic.record(recorded, grpc_get);
-        let image_id = match &grpc {
-            Some(call) => call.image_id.as_deref(),
-            None => api::image_path_id(&target),
-        };
         state.faults.take(image_id)
     });
     let body = match body {
@@ -282,10 +278,7 @@ fn pad_description(json: Bytes, size: usize) -> SimBody {
 }
 
 fn status_fault(status: u16, retry_after: Option<u32>) -> Response<SimBody> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = status.canonical_reason().unwrap_or("Simulated error");
-    let error = ApiError::new(status, grpc_code(status.as_u16()), message);
-    let mut response = json_response(Err(error), SimBody::whole);
+    let mut response = json_response(Err(ApiError::simulated(status)), SimBody::whole);
     if let Some(seconds) = retry_after {
         response
             .headers_mut()

@@ -435,7 +435,11 @@ async fn other_methods_and_broken_messages_are_refused() {
 async fn calls_are_counted_and_recorded_with_their_metadata_and_message() {
     let (sim, addr, mut client) = demo().await;
     client
-        .get(ALICE_IMAGE, Some(ALICE), &[("x-client-request-id", "c-1")])
+        .get(
+            ALICE_IMAGE,
+            Some(ALICE),
+            &[("x-client-request-id", "c-1"), ("grpc-timeout", "5S")],
+        )
         .await
         .unwrap();
     // GetImageRequest with a field 77 (varint 1) it does not have.
@@ -472,6 +476,8 @@ async fn calls_are_counted_and_recorded_with_their_metadata_and_message() {
     );
     assert_eq!(first.headers["authorization"], format!("Bearer {ALICE}"));
     assert_eq!(first.headers["x-client-request-id"], "c-1");
+    assert_eq!(first.headers["grpc-timeout"], "5S");
+    assert_eq!(first.headers["te"], "trailers");
     assert_eq!(first.headers["content-type"], "application/grpc");
     let expected = GetImageRequest {
         image_id: ALICE_IMAGE.into(),

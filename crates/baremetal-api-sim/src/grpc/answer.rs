@@ -2,8 +2,8 @@
 //! `grpc-status: 0` trailer, or a trailers-only error; and what each fault makes of it.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{HeaderMap, Response, StatusCode};
+use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, Response};
 use prost::encoding::encoded_len_varint;
 use prost::Message;
 use tonic::Code;
@@ -13,7 +13,6 @@ use super::messages::{protobuf, rpc};
 use super::service::{self, Call};
 use crate::body::SimBody;
 use crate::error::{ApiError, REQUEST_INFO_TYPE};
-use crate::fault::grpc_code;
 use crate::model::{other_image_id, request_id, trace_id};
 use crate::server::{fault_image, Dropped};
 use crate::{Fault, Simulator};
@@ -42,14 +41,11 @@ pub(crate) async fn answer(
             status,
             retry_after,
         }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let message = status.canonical_reason().unwrap_or("Simulated error");
-            let mut response = error(&ApiError::new(status, grpc_code(status.as_u16()), message));
+            let mut response = error(&ApiError::simulated(status));
             if let Some(seconds) = retry_after {
-                let retry_after = HeaderName::from_static("retry-after");
                 response
                     .headers_mut()
-                    .insert(retry_after, HeaderValue::from(seconds));
+                    .insert(RETRY_AFTER, HeaderValue::from(seconds));
             }
             response
         }
