@@ -41,6 +41,7 @@ mod descriptors;
 mod error;
 mod fleet;
 mod flow;
+mod grpc;
 mod http;
 mod image;
 pub mod logging;

@@ -22,6 +22,7 @@ use crate::config::{redacted_url, Config};
 use crate::descriptors::{self, ADMIN_MAX_CONNECTIONS, MAX_REFUSALS};
 use crate::error::BoxError;
 use crate::flow::Flow;
+use crate::grpc::{is_grpc, Grpc};
 use crate::metrics::{Metrics, Rejection};
 use crate::rest::Rest;
 
@@ -60,6 +61,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(config.max_capacity)?);
     let flow = Flow::new(&config, metrics.clone())?;
     let rest = Rest::new(&config, flow.clone());
+    let grpc = Grpc::new(&config, flow.clone());
     let ready = Arc::new(AtomicBool::new(false));
     let admin = Admin::new(flow, ready.clone());
     let builder = Arc::new(connection_builder(&config));
@@ -101,10 +103,18 @@ pub async fn run(
                     proxy_gate.refuse(stream);
                     continue;
                 };
-                let rest = rest.clone();
+                let (rest, grpc) = (rest.clone(), grpc.clone());
+                // One listener for REST and gRPC: a gRPC call says so by its content type.
                 let service = service_fn(move |request| {
-                    let rest = rest.clone();
-                    async move { Ok::<_, Infallible>(rest.handle(request).await) }
+                    let (rest, grpc) = (rest.clone(), grpc.clone());
+                    async move {
+                        let response = if is_grpc(&request) {
+                            grpc.handle(request).await
+                        } else {
+                            rest.handle(request).await
+                        };
+                        Ok::<_, Infallible>(response)
+                    }
                 });
                 let builder = builder.clone();
                 let watcher = graceful.watcher();

@@ -14,7 +14,7 @@ use crate::cache::{Entry, Lookup};
 use crate::http::headers::strip_hop_by_hop;
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::RouteKind;
-use crate::upstream::{Purpose, UpstreamError};
+use crate::upstream::UpstreamError;
 
 /// A fresh entry, as a hit at `now`.
 pub(super) fn hit(entry: Arc<Entry>, now: Instant) -> Reply {
@@ -76,21 +76,15 @@ impl Flow {
     /// Fetches by itself, streamed and uncached: for a request whose flight's answer was too
     /// big to share, or belonged to another credential.
     pub(super) async fn fetch_alone(&self, miss: &Miss<'_>, mut outcome: Outcome) -> Reply {
-        let request = match miss
-            .front
-            .fill_request(&self.upstream, &miss.id, miss.headers.clone())
-        {
-            Ok(request) => request,
-            Err(err) => {
-                return Reply {
-                    served: Served::Failed(err),
-                    outcome,
-                }
-            }
-        };
         let sent = self
             .upstream
-            .send(request, miss.deadline, RouteKind::ImageGet, Purpose::Fill)
+            .send_fill(
+                || {
+                    miss.front
+                        .fill_request(&self.upstream, &miss.id, miss.headers.clone())
+                },
+                miss.deadline,
+            )
             .await;
         let served = match sent {
             Err(err) => Served::Failed(err),
@@ -114,9 +108,13 @@ impl Flow {
     pub(super) fn streamed(&self, big: Oversized) -> Served {
         let mut head = big.head;
         head.version = Version::default();
-        let body = self
-            .upstream
-            .stream(big.prefix, big.rest, big.deadline, big.slot);
+        let body = self.upstream.stream(
+            RouteKind::ImageGet,
+            big.prefix,
+            big.rest,
+            big.deadline,
+            big.slot,
+        );
         Served::Stream(Box::new((head, body)))
     }
 }

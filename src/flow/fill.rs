@@ -21,7 +21,7 @@ use crate::http::headers::{detached, replayable, request_id_of, strip_hop_by_hop
 use crate::image::Protocol;
 use crate::metrics::InvalidationReason;
 use crate::route::RouteKind;
-use crate::upstream::{LimitedBody, Purpose};
+use crate::upstream::LimitedBody;
 
 /// An upstream answer too big to hold, handed to the leader to stream.
 pub(super) struct Oversized {
@@ -261,13 +261,12 @@ impl Flow {
         generation: Generation,
     ) -> (Fetched, FleetEffect) {
         let failed = |err| (Fetched::Failed(err), FleetEffect::Nothing);
-        let request = match front.fill_request(&self.upstream, id, headers.clone()) {
-            Ok(request) => request,
-            Err(err) => return failed(err),
-        };
         let sent = self
             .upstream
-            .send(request, deadline, RouteKind::ImageGet, Purpose::Fill)
+            .send_fill(
+                || front.fill_request(&self.upstream, id, headers.clone()),
+                deadline,
+            )
             .await;
         let (response, slot) = match sent {
             Ok(exchange) => (exchange.response, exchange.slot),
@@ -276,9 +275,9 @@ impl Flow {
         let (mut head, body) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let received_at = Instant::now();
-        let body = match self
+        let (body, trailers) = match self
             .upstream
-            .read_limited(body, self.max_entry_size, deadline)
+            .read_limited(RouteKind::ImageGet, body, self.max_entry_size, deadline)
             .await
         {
             Err(err) => return failed(err),
@@ -293,9 +292,9 @@ impl Flow {
                 });
                 return (Fetched::TooLarge, FleetEffect::NotShareable);
             }
-            Ok(LimitedBody::Complete(body)) => body,
+            Ok(LimitedBody::Complete { data, trailers }) => (data, trailers),
         };
-        let verdict = front.judge(id, head.status, &head.headers, &body);
+        let verdict = front.judge(id, &head, &body, trailers.as_ref());
         let applied = self
             .apply(
                 front.protocol(),
@@ -312,6 +311,7 @@ impl Flow {
             status: head.status,
             headers: head.headers,
             body,
+            trailers,
             verdict,
             fetched_by: who,
             stored: applied.stored,

@@ -21,7 +21,6 @@ use crate::cache::{Entry, Lookup};
 use crate::coalesce::{Joined, Publisher, Wait};
 use crate::config::AuthMode;
 use crate::fleet::Accept;
-use crate::http::headers::fill_headers;
 use crate::image::Protocol;
 use crate::metrics::Rejection;
 use crate::outcome::{CacheResult, Forward, Outcome};
@@ -109,7 +108,7 @@ impl Flow {
             front: request.front,
             key: self.flight_key(request.front.protocol(), &id, who),
             id,
-            headers: fill_headers(request.headers),
+            headers: request.front.fill_headers(request.headers),
             who,
             forward,
             started: request.started,
@@ -311,7 +310,7 @@ impl Flow {
         });
         let flow = self.clone();
         let front = request.front.clone();
-        let headers = fill_headers(request.headers);
+        let headers = request.front.fill_headers(request.headers);
         let deadline = Instant::now() + self.upstream_timeout;
         tokio::spawn(async move {
             // Nobody streams an oversized refresh: dropping the receiver drops the body.

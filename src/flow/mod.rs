@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, Request, StatusCode};
+use http::{response, HeaderMap, Request};
 use tokio::time::Instant;
 
 use crate::auth::{CredentialHasher, Fingerprint};
@@ -46,6 +46,10 @@ pub trait FrontEnd: Send + Sync + 'static {
     /// The protocol: an image has one entry, one flight and one shared value per protocol.
     fn protocol(&self) -> Protocol;
 
+    /// What of the client's request headers a fill sends upstream: an allow-list (the
+    /// answer is shared and may be stored), plus a request ID.
+    fn fill_headers(&self, headers: &HeaderMap) -> HeaderMap;
+
     /// The upstream request that fetches image `id`, with `headers` (already the fill's
     /// allow-list, request ID included).
     fn fill_request(
@@ -55,8 +59,15 @@ pub trait FrontEnd: Send + Sync + 'static {
         headers: HeaderMap,
     ) -> Result<Request<RequestBody>, UpstreamError>;
 
-    /// What an upstream answer to a fetch of `id` means.
-    fn judge(&self, id: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Verdict;
+    /// What an upstream answer to a fetch of `id` means: its head, its whole body and its
+    /// trailers.
+    fn judge(
+        &self,
+        id: &str,
+        head: &response::Parts,
+        body: &[u8],
+        trailers: Option<&HeaderMap>,
+    ) -> Verdict;
 
     /// Whether a value another instance shared is a READY image of `id` (Redis is not ours
     /// alone: a value is checked before it is served).

@@ -57,6 +57,8 @@ pub struct Answer {
     /// exchange is given them all, the others only the replayable ones.
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The answer's trailers, if it had any (a gRPC answer's status is in them).
+    pub trailers: Option<HeaderMap>,
     pub verdict: Verdict,
     /// Who the exchange was made for.
     pub fetched_by: Option<Fingerprint>,

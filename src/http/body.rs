@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
@@ -15,6 +16,12 @@ use crate::error::BoxError;
 pub enum ProxyBody {
     /// A body held in memory (`None` once sent, or for an empty body).
     Full(Option<Bytes>),
+    /// A gRPC answer held in memory: its message frames, then its trailers (each `None`
+    /// once sent).
+    Grpc {
+        message: Option<Bytes>,
+        trailers: Option<HeaderMap>,
+    },
     /// A body streamed through.
     Stream(BoxBody<Bytes, BoxError>),
 }
@@ -26,6 +33,14 @@ impl ProxyBody {
 
     pub fn empty() -> ProxyBody {
         ProxyBody::Full(None)
+    }
+
+    /// A gRPC answer: `message` (already framed; may be empty), then `trailers`.
+    pub fn grpc(message: Bytes, trailers: HeaderMap) -> ProxyBody {
+        ProxyBody::Grpc {
+            message: (!message.is_empty()).then_some(message),
+            trailers: Some(trailers),
+        }
     }
 
     /// Streams `body` through.
@@ -59,6 +74,13 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Grpc { message, trailers } => Poll::Ready(
+                message
+                    .take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
             ProxyBody::Stream(body) => Pin::new(body).poll_frame(cx),
         }
     }
@@ -66,13 +88,14 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(data) => data.is_none(),
+            ProxyBody::Grpc { message, trailers } => message.is_none() && trailers.is_none(),
             ProxyBody::Stream(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Full(data) => {
+            ProxyBody::Full(data) | ProxyBody::Grpc { message: data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             ProxyBody::Stream(body) => body.size_hint(),

@@ -146,6 +146,39 @@ pub fn status_label(status: u16) -> &'static str {
     }
 }
 
+/// The gRPC status codes by number, as the `grpc_status` label spells them.
+pub const GRPC_STATUSES: [&str; 18] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+    "OTHER",
+];
+
+/// The `grpc_status` label of a `grpc-status` value: its name, or `OTHER` for anything that
+/// is not one of the 17 codes (a broken upstream cannot create series).
+pub fn grpc_status_label(value: &http::HeaderValue) -> &'static str {
+    std::str::from_utf8(value.as_bytes())
+        .ok()
+        .and_then(|text| text.trim().parse::<usize>().ok())
+        .and_then(|code| GRPC_STATUSES.get(code).filter(|_| code < 17))
+        .copied()
+        .unwrap_or("OTHER")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +188,11 @@ mod tests {
         assert_eq!(status_label(200), "200");
         assert_eq!(status_label(418), "4xx");
         assert_eq!(status_label(999), "5xx");
+        let grpc = |text: &'static str| grpc_status_label(&http::HeaderValue::from_static(text));
+        assert_eq!(grpc("0"), "OK");
+        assert_eq!(grpc("14"), "UNAVAILABLE");
+        assert_eq!(grpc("16"), "UNAUTHENTICATED");
+        assert_eq!(grpc("17"), "OTHER");
+        assert_eq!(grpc("oops"), "OTHER");
     }
 }

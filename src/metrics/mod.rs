@@ -14,6 +14,7 @@ use prometheus::{
 
 use http::HeaderValue;
 
+use crate::image::Protocol;
 use crate::outcome::{CacheResult, Outcome};
 use crate::route::RouteKind;
 
@@ -21,7 +22,7 @@ mod l2;
 mod labels;
 
 pub use l2::{FleetMessage, FleetWait, L2Metrics, L2Op, L2Result};
-pub use labels::{status_label, InvalidationReason, Rejection};
+pub use labels::{grpc_status_label, status_label, InvalidationReason, Rejection, GRPC_STATUSES};
 
 const PREFIX: &str = "baremetal_image_cache";
 
@@ -41,6 +42,7 @@ const RESULTS: [CacheResult; 4] = [
 /// One finished client request, counted and logged once, by the front-end that answered
 /// it: its route, its Image.Get outcome if it was one, its status and how long it took.
 pub struct RequestEvent<'a> {
+    pub protocol: Protocol,
     pub route: RouteKind,
     pub outcome: Option<&'a Outcome>,
     pub status: u16,
@@ -51,9 +53,10 @@ pub struct RequestEvent<'a> {
 
 impl RequestEvent<'_> {
     pub fn emit(self, metrics: &Metrics) {
-        metrics.request(self.route, self.outcome, self.elapsed);
+        metrics.request(self.protocol, self.route, self.outcome, self.elapsed);
         tracing::debug!(
             request_id = self.request_id.and_then(|v| v.to_str().ok()).unwrap_or(""),
+            protocol = self.protocol.as_str(),
             route = self.route.as_str(),
             result = self.outcome.map_or("none", |o| o.result.as_str()),
             status = self.status,
@@ -66,8 +69,10 @@ impl RequestEvent<'_> {
 /// Every metric the proxy exports.
 pub struct Metrics {
     registry: Registry,
-    requests: [IntCounter; 4],
-    coalesced: IntCounter,
+    /// `[result][protocol]`, resolved up front.
+    requests: [[IntCounter; 2]; 4],
+    /// `[protocol]`.
+    coalesced: [IntCounter; 2],
     invalidations: IntCounterVec,
     evictions: IntCounterVec,
     entries: IntGauge,
@@ -75,8 +80,9 @@ pub struct Metrics {
     upstream_requests: IntCounterVec,
     upstream_duration: HistogramVec,
     upstream_errors: IntCounterVec,
-    /// `[route][result]`, resolved up front.
-    request_duration: [[Histogram; 4]; 3],
+    upstream_grpc: IntCounterVec,
+    /// `[route][result][protocol]`, resolved up front.
+    request_duration: [[[Histogram; 2]; 4]; 3],
     inflight_fetches: IntGauge,
     waiters: IntGauge,
     rejected: IntCounterVec,
@@ -105,19 +111,25 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new(
                     name("requests_total"),
-                    "Image.Get requests by how they were answered",
+                    "Image.Get requests by how they were answered, by protocol",
                 ),
-                &["result"],
+                &["result", "protocol"],
             )?,
         )?;
-        let requests = RESULTS.map(|r| requests_vec.with_label_values(&[r.as_str()]));
-        let coalesced = register(
+        let requests = RESULTS.map(|r| {
+            Protocol::ALL.map(|p| requests_vec.with_label_values(&[r.as_str(), p.as_str()]))
+        });
+        let coalesced_vec = register(
             &registry,
-            IntCounter::new(
-                name("coalesced_total"),
-                "Image.Get requests that joined another request's upstream fetch",
+            IntCounterVec::new(
+                Opts::new(
+                    name("coalesced_total"),
+                    "Image.Get requests that joined another request's upstream fetch, by protocol",
+                ),
+                &["protocol"],
             )?,
         )?;
+        let coalesced = Protocol::ALL.map(|p| coalesced_vec.with_label_values(&[p.as_str()]));
         let invalidations = register(
             &registry,
             IntCounterVec::new(
@@ -191,19 +203,43 @@ impl Metrics {
         for kind in ["connect", "timeout", "tls", "body"] {
             upstream_errors.with_label_values(&[kind]);
         }
+        let upstream_grpc = register(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    name("upstream_grpc_responses_total"),
+                    "Upstream gRPC answers, by route and gRPC status (an answer's HTTP status is 200 \
+                     whatever its gRPC status)",
+                ),
+                &["route", "grpc_status"],
+            )?,
+        )?;
+        for route in RouteKind::ALL {
+            for status in GRPC_STATUSES {
+                upstream_grpc.with_label_values(&[route.as_str(), status]);
+            }
+        }
         let request_duration_vec = register(
             &registry,
             HistogramVec::new(
                 HistogramOpts::new(
                     name("request_duration_seconds"),
-                    "Time from a request's arrival to its response head, by route and result",
+                    "Time from a request's arrival to its response head, by route, result and protocol",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
-                &["route", "result"],
+                &["route", "result", "protocol"],
             )?,
         )?;
         let request_duration = RouteKind::ALL.map(|route| {
-            RESULTS.map(|r| request_duration_vec.with_label_values(&[route.as_str(), r.as_str()]))
+            RESULTS.map(|r| {
+                Protocol::ALL.map(|p| {
+                    request_duration_vec.with_label_values(&[
+                        route.as_str(),
+                        r.as_str(),
+                        p.as_str(),
+                    ])
+                })
+            })
         });
         let inflight_fetches = register(
             &registry,
@@ -269,6 +305,7 @@ impl Metrics {
             upstream_requests,
             upstream_duration,
             upstream_errors,
+            upstream_grpc,
             request_duration,
             inflight_fetches,
             waiters,
@@ -285,19 +322,26 @@ impl Metrics {
 
     /// Records one finished request: its route, its Image.Get outcome if it was one, and how
     /// long it took to answer.
-    fn request(&self, route: RouteKind, outcome: Option<&Outcome>, elapsed: Duration) {
+    fn request(
+        &self,
+        protocol: Protocol,
+        route: RouteKind,
+        outcome: Option<&Outcome>,
+        elapsed: Duration,
+    ) {
         let result = match outcome {
             Some(outcome) => {
-                self.requests[result_index(outcome.result)].inc();
+                self.requests[result_index(outcome.result)][protocol.index()].inc();
                 if outcome.coalesced {
-                    self.coalesced.inc();
+                    self.coalesced[protocol.index()].inc();
                 }
                 outcome.result
             }
             // Requests that are not Image.Get never consult the cache.
             None => CacheResult::Bypass,
         };
-        self.request_duration[route.index()][result_index(result)].observe(elapsed.as_secs_f64());
+        self.request_duration[route.index()][result_index(result)][protocol.index()]
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn invalidated(&self, reason: InvalidationReason, entries: u64) {
@@ -310,6 +354,14 @@ impl Metrics {
 
     pub fn evicted(&self, cause: &str) {
         self.evictions.with_label_values(&[cause]).inc();
+    }
+
+    /// An upstream gRPC answer's status (from its trailers, or its headers when it came
+    /// without a body).
+    pub fn upstream_grpc_status(&self, route: RouteKind, grpc_status: &HeaderValue) {
+        self.upstream_grpc
+            .with_label_values(&[route.as_str(), grpc_status_label(grpc_status)])
+            .inc();
     }
 
     pub fn upstream_answered(&self, route: RouteKind, status: u16, elapsed: Duration) {
@@ -369,8 +421,9 @@ mod tests {
         let metrics = Metrics::new(1024).unwrap();
         let text = String::from_utf8(metrics.encode().unwrap()).unwrap();
         for name in [
-            "baremetal_image_cache_requests_total{result=\"hit\"} 0",
-            "baremetal_image_cache_coalesced_total 0",
+            "baremetal_image_cache_requests_total{protocol=\"http\",result=\"hit\"} 0",
+            "baremetal_image_cache_requests_total{protocol=\"grpc\",result=\"hit\"} 0",
+            "baremetal_image_cache_coalesced_total{protocol=\"grpc\"} 0",
             "baremetal_image_cache_invalidations_total{reason=\"purge\"} 0",
             "baremetal_image_cache_evictions_total{cause=\"size\"} 0",
             "baremetal_image_cache_entries 0",
@@ -380,7 +433,8 @@ mod tests {
             "baremetal_image_cache_waiters 0",
             "baremetal_image_cache_capacity_bytes 1024",
             "baremetal_image_cache_build_info{version=",
-            "baremetal_image_cache_request_duration_seconds_bucket{result=\"hit\",route=\"image_get\",le=\"0.00001\"} 0",
+            "baremetal_image_cache_request_duration_seconds_bucket{protocol=\"http\",result=\"hit\",route=\"image_get\",le=\"0.00001\"} 0",
+            "baremetal_image_cache_upstream_grpc_responses_total{grpc_status=\"UNAVAILABLE\",route=\"image_get\"} 0",
         ] {
             assert!(text.contains(name), "missing {name}");
         }

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use bytes::Bytes;
 use http::header::{AGE, CONTENT_LENGTH, RETRY_AFTER};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{response, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
 use crate::cache::Entry;
@@ -15,7 +15,7 @@ use crate::fleet::SharedAnswer;
 use crate::flow::{FrontEnd, Served, Verdict};
 use crate::http::body::ProxyBody;
 use crate::http::errors::{api_error, retry_shortly};
-use crate::http::headers::{replayable, CACHE_STATUS, X_CACHE};
+use crate::http::headers::{fill_headers, replayable, CACHE_STATUS, X_CACHE};
 use crate::image::{is_ready_json, json_state, Protocol, READY};
 use crate::metrics::InvalidationReason;
 use crate::outcome::Outcome;
@@ -31,6 +31,10 @@ pub struct RestImages;
 impl FrontEnd for RestImages {
     fn protocol(&self) -> Protocol {
         Protocol::Http
+    }
+
+    fn fill_headers(&self, headers: &HeaderMap) -> HeaderMap {
+        fill_headers(headers)
     }
 
     fn fill_request(
@@ -49,8 +53,14 @@ impl FrontEnd for RestImages {
         Ok(request)
     }
 
-    fn judge(&self, id: &str, status: StatusCode, _headers: &HeaderMap, body: &[u8]) -> Verdict {
-        match status {
+    fn judge(
+        &self,
+        id: &str,
+        head: &response::Parts,
+        body: &[u8],
+        _trailers: Option<&HeaderMap>,
+    ) -> Verdict {
+        match head.status {
             StatusCode::OK => match json_state(body) {
                 Some(state) if state.id.as_deref() == Some(id) => match state.status.as_deref() {
                     Some(READY) => Verdict::Ready,

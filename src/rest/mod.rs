@@ -17,6 +17,7 @@ use crate::http::body::ProxyBody;
 use crate::http::errors::api_error;
 use crate::http::headers::{ensure_request_id, X_REQUEST_ID};
 use crate::http::upload::UploadLimits;
+use crate::image::Protocol;
 use crate::metrics::RequestEvent;
 use crate::route::{classify, Route};
 
@@ -95,6 +96,7 @@ impl Rest {
             }
         };
         RequestEvent {
+            protocol: Protocol::Http,
             route: kind,
             outcome: outcome.as_ref(),
             status: response.status().as_u16(),

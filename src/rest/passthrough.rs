@@ -82,6 +82,7 @@ impl Rest {
             self.flow.mutation_answered(&id, who, reader, effect).await;
         }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let kind = route;
         let route = route.as_str();
         match result {
             Err(UpstreamError::Upload(failure)) => self.upload_refused(failure),
@@ -100,7 +101,8 @@ impl Rest {
                 );
                 strip_hop_by_hop(&mut head.headers);
                 head.version = Version::default();
-                let body = upstream.stream(bytes::Bytes::new(), body, deadline, exchange.slot);
+                let body =
+                    upstream.stream(kind, bytes::Bytes::new(), body, deadline, exchange.slot);
                 Response::from_parts(head, ProxyBody::stream(body))
             }
         }

@@ -9,17 +9,25 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::{Instant, Sleep};
 
-use super::UpstreamError;
+use super::{UpstreamError, GRPC_STATUS};
 use crate::error::BoxError;
 use crate::http::body::size_after;
 use crate::metrics::Metrics;
+use crate::route::RouteKind;
+
+/// What is told an answer's trailers when they pass.
+type TrailersWatch = Box<dyn FnOnce(&HeaderMap) + Send + Sync>;
 
 pub struct UpstreamBody {
+    route: RouteKind,
+    /// Told the trailers when they pass (a gRPC status is in them).
+    on_trailers: Option<TrailersWatch>,
     prefix: Option<Bytes>,
     body: Incoming,
     deadline: Pin<Box<Sleep>>,
@@ -30,6 +38,7 @@ pub struct UpstreamBody {
 
 impl UpstreamBody {
     pub(super) fn new(
+        route: RouteKind,
         prefix: Bytes,
         body: Incoming,
         deadline: Instant,
@@ -38,6 +47,8 @@ impl UpstreamBody {
         slot: OwnedSemaphorePermit,
     ) -> UpstreamBody {
         UpstreamBody {
+            route,
+            on_trailers: None,
             prefix: (!prefix.is_empty()).then_some(prefix),
             body,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
@@ -45,6 +56,14 @@ impl UpstreamBody {
             metrics,
             _slot: slot,
         }
+    }
+}
+
+impl UpstreamBody {
+    /// Calls `watch` with the trailers when they pass (if the client reads that far).
+    pub fn on_trailers(mut self, watch: impl FnOnce(&HeaderMap) + Send + Sync + 'static) -> Self {
+        self.on_trailers = Some(Box::new(watch));
+        self
     }
 }
 
@@ -65,7 +84,18 @@ impl Body for UpstreamBody {
             this.metrics.upstream_failed(err.kind());
             return Poll::Ready(Some(Err(Box::new(err))));
         }
-        Pin::new(&mut this.body).poll_frame(cx).map_err(|e| {
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(trailers) = frame.trailers_ref() {
+                if let Some(status) = trailers.get(GRPC_STATUS) {
+                    this.metrics.upstream_grpc_status(this.route, status);
+                }
+                if let Some(watch) = this.on_trailers.take() {
+                    watch(trailers);
+                }
+            }
+        }
+        polled.map_err(|e| {
             let err = UpstreamError::Body(e.to_string());
             this.metrics.upstream_failed(err.kind());
             Box::new(err) as BoxError

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty};
@@ -38,17 +38,22 @@ pub use error::UpstreamError;
 /// The body type of every request the proxy sends upstream.
 pub type RequestBody = BoxBody<Bytes, BoxError>;
 
+/// Where a gRPC answer says how it ended: in its trailers, or in its headers when it has no
+/// body.
+pub const GRPC_STATUS: &str = "grpc-status";
+
 /// How long an idle pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A body read up to a limit.
 pub enum LimitedBody {
-    Complete(Bytes),
-    /// Longer than the limit: what was read so far and the rest, still unread.
-    TooLarge {
-        prefix: Bytes,
-        rest: Incoming,
+    /// All of it, and its trailers (gRPC's status comes in them).
+    Complete {
+        data: Bytes,
+        trailers: Option<HeaderMap>,
     },
+    /// Longer than the limit: what was read so far and the rest, still unread.
+    TooLarge { prefix: Bytes, rest: Incoming },
 }
 
 /// Which upstream capacity an exchange may use.
@@ -63,7 +68,10 @@ pub enum Purpose {
 
 /// The upstream API client.
 pub struct Upstream {
+    /// HTTP/1.1, or HTTP/2 where the upstream offers it by ALPN.
     client: Client<HttpsConnector<HttpConnector>, RequestBody>,
+    /// HTTP/2 always, for gRPC: ALPN `h2` on `https://`, prior knowledge on `http://`.
+    http2: Client<HttpsConnector<HttpConnector>, RequestBody>,
     base: UpstreamUrl,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -106,21 +114,29 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .map_err(|e| SetupError(e.to_string()))?
-            .https_or_http()
+        let tls = || {
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+                .map_err(|e| SetupError(e.to_string()))
+                .map(|builder| builder.https_or_http())
+        };
+        let https = tls()?
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(http.clone());
+        let https_h2 = tls()?.enable_http2().wrap_connector(http);
         // Without a timer the pool's idle timeout silently does nothing.
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(https);
+        let builder = || {
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+            builder
+        };
         Ok(Upstream {
-            client,
+            client: builder().build(https),
+            http2: builder().http2_only(true).build(https_h2),
             base: config.upstream.clone(),
             timeout: config.upstream_timeout,
             metrics,
@@ -149,14 +165,66 @@ impl Upstream {
             .build()
     }
 
-    /// Sends a request for `route` and waits for the response head until `deadline`. Every
-    /// exchange is counted here: an answer by its status, a failure by its kind. A GET or
-    /// HEAD without a body whose connection cannot be made is retried with jittered backoff,
-    /// `--upstream-retries` times at most, inside the deadline. Past the concurrency limit
-    /// nothing is sent: the answer is `Busy` at once rather than a queue without bound.
+    /// Sends a request for `route` and waits for the response head until `deadline`: a
+    /// request marked HTTP/2 (gRPC) always goes over HTTP/2, any other over the connection
+    /// the upstream offers. Every exchange is counted here: an answer by its status, a
+    /// failure by its kind. A GET or HEAD without a body whose connection cannot be made is
+    /// retried with jittered backoff, `--upstream-retries` times at most, inside the
+    /// deadline. Past the concurrency limit nothing is sent: the answer is `Busy` at once
+    /// rather than a queue without bound.
     pub async fn send(
         &self,
+        request: Request<RequestBody>,
+        deadline: Instant,
+        route: RouteKind,
+        purpose: Purpose,
+    ) -> Result<Exchange, UpstreamError> {
+        let template = ((request.method() == Method::GET || request.method() == Method::HEAD)
+            && request.body().is_end_stream())
+        .then(|| {
+            (
+                request.method().clone(),
+                request.uri().clone(),
+                request.version(),
+                request.headers().clone(),
+            )
+        });
+        let again = || {
+            let (method, uri, version, headers) = template.clone()?;
+            let mut request = Request::new(Empty::new().map_err(|never| match never {}).boxed());
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.version_mut() = version;
+            *request.headers_mut() = headers;
+            Some(request)
+        };
+        self.exchange(request, again, deadline, route, purpose)
+            .await
+    }
+
+    /// [`Upstream::send`] for a cache fill, which `make` makes (again for each retry: a
+    /// fill's request has nothing of the client's that could not be made twice).
+    pub async fn send_fill(
+        &self,
+        make: impl Fn() -> Result<Request<RequestBody>, UpstreamError>,
+        deadline: Instant,
+    ) -> Result<Exchange, UpstreamError> {
+        let first = make()?;
+        self.exchange(
+            first,
+            || make().ok(),
+            deadline,
+            RouteKind::ImageGet,
+            Purpose::Fill,
+        )
+        .await
+    }
+
+    /// One exchange, with its retries (`again` makes the request again, if it can be).
+    async fn exchange(
+        &self,
         mut request: Request<RequestBody>,
+        again: impl Fn() -> Option<Request<RequestBody>>,
         deadline: Instant,
         route: RouteKind,
         purpose: Purpose,
@@ -175,21 +243,15 @@ impl Upstream {
                 return Err(UpstreamError::Busy);
             }
         };
-        let retry_template = (self.retries > 0
-            && (request.method() == Method::GET || request.method() == Method::HEAD)
-            && request.body().is_end_stream())
-        .then(|| {
-            (
-                request.method().clone(),
-                request.uri().clone(),
-                request.headers().clone(),
-            )
-        });
         let mut attempt = 0;
         loop {
             let started = Instant::now();
-            let result = match tokio::time::timeout_at(deadline, self.client.request(request)).await
-            {
+            let client = if request.version() == Version::HTTP_2 {
+                &self.http2
+            } else {
+                &self.client
+            };
+            let result = match tokio::time::timeout_at(deadline, client.request(request)).await {
                 Err(_) => Err(UpstreamError::Timeout(self.timeout)),
                 Ok(Ok(response)) if response.status().is_informational() => {
                     // hyper hands over a 101 (no other 1xx is final); the API has no
@@ -207,52 +269,54 @@ impl Upstream {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(e)) => Err(classify_client_error(&e)),
             };
-            match result {
+            let err = match result {
                 Ok(response) => {
                     self.metrics.upstream_answered(
                         route,
                         response.status().as_u16(),
                         started.elapsed(),
                     );
+                    // A gRPC answer without a body has its status in its headers.
+                    if let Some(status) = response.headers().get(GRPC_STATUS) {
+                        self.metrics.upstream_grpc_status(route, status);
+                    }
                     return Ok(Exchange { response, slot });
                 }
-                Err(err) => {
-                    if !matches!(err, UpstreamError::Upload(_)) {
-                        self.metrics.upstream_failed(err.kind());
-                    }
-                    let backoff = jittered(RETRY_BACKOFF * 2u32.saturating_pow(attempt));
-                    match &retry_template {
-                        Some((method, uri, headers))
-                            if matches!(err, UpstreamError::Connect(_))
-                                && attempt < self.retries
-                                && Instant::now() + backoff < deadline =>
-                        {
-                            tracing::debug!(route = route.as_str(), attempt, error = %err, "retrying upstream connection");
-                            tokio::time::sleep(backoff).await;
-                            attempt += 1;
-                            request =
-                                Request::new(Empty::new().map_err(|never| match never {}).boxed());
-                            *request.method_mut() = method.clone();
-                            *request.uri_mut() = uri.clone();
-                            *request.headers_mut() = headers.clone();
-                        }
-                        _ => return Err(err),
-                    }
+                Err(err) => err,
+            };
+            if !matches!(err, UpstreamError::Upload(_)) {
+                self.metrics.upstream_failed(err.kind());
+            }
+            // Only a connection that could not be made is retried: nothing was sent.
+            let backoff = jittered(RETRY_BACKOFF * 2u32.saturating_pow(attempt));
+            let retry = matches!(err, UpstreamError::Connect(_))
+                && attempt < self.retries
+                && Instant::now() + backoff < deadline;
+            match retry.then(&again).flatten() {
+                Some(next) => {
+                    tracing::debug!(route = route.as_str(), attempt, error = %err, "retrying upstream connection");
+                    tokio::time::sleep(backoff).await;
+                    attempt += 1;
+                    request = next;
                 }
+                None => return Err(err),
             }
         }
     }
 
-    /// Streams an upstream body to a client after `prefix`, under the exchange's deadline;
-    /// a failure part-way is counted like any other.
+    /// Streams an upstream body of `route` to a client after `prefix`, under the exchange's
+    /// deadline; a failure part-way is counted like any other, and so is a gRPC status in
+    /// its trailers.
     pub fn stream(
         &self,
+        route: RouteKind,
         prefix: Bytes,
         body: Incoming,
         deadline: Instant,
         slot: OwnedSemaphorePermit,
     ) -> UpstreamBody {
         UpstreamBody::new(
+            route,
             prefix,
             body,
             deadline,
@@ -262,16 +326,27 @@ impl Upstream {
         )
     }
 
-    /// Reads `body` until it ends, `limit` bytes are exceeded, or `deadline` passes.
+    /// Reads a `route` answer's `body` until it ends, `limit` bytes are exceeded, or
+    /// `deadline` passes. A failure is counted, and so is a gRPC status in its trailers.
     pub async fn read_limited(
         &self,
+        route: RouteKind,
         body: Incoming,
         limit: usize,
         deadline: Instant,
     ) -> Result<LimitedBody, UpstreamError> {
         let result = self.read_limited_uncounted(body, limit, deadline).await;
-        if let Err(err) = &result {
-            self.metrics.upstream_failed(err.kind());
+        match &result {
+            Err(err) => self.metrics.upstream_failed(err.kind()),
+            Ok(LimitedBody::Complete {
+                trailers: Some(trailers),
+                ..
+            }) => {
+                if let Some(status) = trailers.get(GRPC_STATUS) {
+                    self.metrics.upstream_grpc_status(route, status);
+                }
+            }
+            Ok(_) => {}
         }
         result
     }
@@ -283,21 +358,34 @@ impl Upstream {
         deadline: Instant,
     ) -> Result<LimitedBody, UpstreamError> {
         let mut buf = BytesMut::new();
+        let mut trailers = None;
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
-                Ok(None) => return Ok(LimitedBody::Complete(buf.freeze())),
+                Ok(None) => {
+                    return Ok(LimitedBody::Complete {
+                        data: buf.freeze(),
+                        trailers,
+                    })
+                }
                 Ok(Some(Err(e))) => return Err(UpstreamError::Body(crate::error::describe(&e))),
                 Ok(Some(Ok(frame))) => frame,
             };
-            if let Ok(data) = frame.into_data() {
-                buf.extend_from_slice(&data);
-                if buf.len() > limit {
-                    return Ok(LimitedBody::TooLarge {
-                        prefix: buf.freeze(),
-                        rest: body,
-                    });
+            let data = match frame.into_data() {
+                Ok(data) => data,
+                Err(frame) => {
+                    if let Ok(map) = frame.into_trailers() {
+                        trailers = Some(map);
+                    }
+                    continue;
                 }
+            };
+            buf.extend_from_slice(&data);
+            if buf.len() > limit {
+                return Ok(LimitedBody::TooLarge {
+                    prefix: buf.freeze(),
+                    rest: body,
+                });
             }
         }
     }

@@ -25,7 +25,9 @@ async fn known_traffic_moves_each_counter_exactly() {
     );
     let before = Scrape::take(&h).await;
     assert_eq!(
-        before.get(&format!("{P}_requests_total{{result=\"miss\"}}")),
+        before.get(&format!(
+            "{P}_requests_total{{protocol=\"http\",result=\"miss\"}}"
+        )),
         0.0
     );
 
@@ -91,11 +93,23 @@ async fn known_traffic_moves_each_counter_exactly() {
     let expect = |series: String, value: f64| {
         assert_eq!(after.get(&series), value, "{series}");
     };
-    expect(format!("{P}_requests_total{{result=\"hit\"}}"), 3.0);
-    expect(format!("{P}_requests_total{{result=\"miss\"}}"), 10.0);
-    expect(format!("{P}_requests_total{{result=\"stale\"}}"), 0.0);
-    expect(format!("{P}_requests_total{{result=\"bypass\"}}"), 0.0);
-    expect(format!("{P}_coalesced_total"), 5.0);
+    expect(
+        format!("{P}_requests_total{{protocol=\"http\",result=\"hit\"}}"),
+        3.0,
+    );
+    expect(
+        format!("{P}_requests_total{{protocol=\"http\",result=\"miss\"}}"),
+        10.0,
+    );
+    expect(
+        format!("{P}_requests_total{{protocol=\"http\",result=\"stale\"}}"),
+        0.0,
+    );
+    expect(
+        format!("{P}_requests_total{{protocol=\"http\",result=\"bypass\"}}"),
+        0.0,
+    );
+    expect(format!("{P}_coalesced_total{{protocol=\"http\"}}"), 5.0);
     expect(
         format!("{P}_invalidations_total{{reason=\"mutation\"}}"),
         1.0,
@@ -135,19 +149,19 @@ async fn known_traffic_moves_each_counter_exactly() {
         4.0,
     );
     expect(
-        format!("{P}_request_duration_seconds_count{{result=\"hit\",route=\"image_get\"}}"),
+        format!("{P}_request_duration_seconds_count{{protocol=\"http\",result=\"hit\",route=\"image_get\"}}"),
         3.0,
     );
     expect(
-        format!("{P}_request_duration_seconds_count{{result=\"miss\",route=\"image_get\"}}"),
+        format!("{P}_request_duration_seconds_count{{protocol=\"http\",result=\"miss\",route=\"image_get\"}}"),
         10.0,
     );
     expect(
-        format!("{P}_request_duration_seconds_count{{result=\"bypass\",route=\"image_mutation\"}}"),
+        format!("{P}_request_duration_seconds_count{{protocol=\"http\",result=\"bypass\",route=\"image_mutation\"}}"),
         1.0,
     );
     expect(
-        format!("{P}_request_duration_seconds_count{{result=\"bypass\",route=\"passthrough\"}}"),
+        format!("{P}_request_duration_seconds_count{{protocol=\"http\",result=\"bypass\",route=\"passthrough\"}}"),
         1.0,
     );
     // IMG (refilled) and IMG2 are cached now; nothing is in flight.
@@ -167,7 +181,7 @@ async fn known_traffic_moves_each_counter_exactly() {
     // Hits resolve in the lowest buckets: all 3 under 10 ms.
     expect(
         format!(
-            "{P}_request_duration_seconds_bucket{{result=\"hit\",route=\"image_get\",le=\"0.01\"}}"
+            "{P}_request_duration_seconds_bucket{{protocol=\"http\",result=\"hit\",route=\"image_get\",le=\"0.01\"}}"
         ),
         3.0,
     );
@@ -250,7 +264,9 @@ async fn non_ready_statuses_count_their_reason() {
     }
     let scrape = Scrape::take(&h).await;
     assert_eq!(
-        scrape.get(&format!("{P}_requests_total{{result=\"bypass\"}}")),
+        scrape.get(&format!(
+            "{P}_requests_total{{protocol=\"http\",result=\"bypass\"}}"
+        )),
         5.0
     );
     h.stop().await;
