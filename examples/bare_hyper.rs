@@ -1,8 +1,10 @@
 //! The limit for a cache hit: a bare hyper server (same runtime and connection settings as
 //! the proxy) that answers every request with the same image bytes and the same kind of
 //! headers a hit carries, without routing, credentials or a cache. Used by `bench/run`.
+//! A gRPC call (content type `application/grpc`) gets the framed message of GRPC_FILE with
+//! `grpc-status: 0` in trailers, as a gRPC hit does.
 //!
-//! Usage: bare_hyper ADDR BODY_FILE
+//! Usage: bare_hyper ADDR BODY_FILE [GRPC_FILE]
 // A load tool: it measures wall time (see .clippy.toml).
 #![allow(clippy::disallowed_types)]
 
@@ -10,8 +12,8 @@ use std::convert::Infallible;
 use std::process::ExitCode;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response};
-use http_body_util::Full;
+use http::{HeaderMap, HeaderValue, Response};
+use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -35,6 +37,14 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let grpc = match args.next().map(|file| std::fs::read(&file).map_err(|e| (file, e))) {
+        None => Bytes::new(),
+        Some(Ok(b)) => Bytes::from(b),
+        Some(Err((file, e))) => {
+            eprintln!("bare_hyper: {file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -44,16 +54,41 @@ async fn main() -> ExitCode {
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new());
+    // The proxy's HTTP/2 settings (src/server.rs), so gRPC hits are compared like for like.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let body = body.clone();
-        let service = service_fn(move |_request| {
-            let mut response = Response::new(Full::new(body.clone()));
+        let (body, grpc) = (body.clone(), grpc.clone());
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let is_grpc = request
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            let mut response = if is_grpc {
+                let mut trailers = HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                let body = Full::new(grpc.clone())
+                    .with_trailers(std::future::ready(Some(Ok(trailers))))
+                    .boxed();
+                let mut response = Response::new(body);
+                response
+                    .headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/grpc"));
+                response
+            } else {
+                let mut response = Response::new(Full::new(body.clone()).boxed());
+                response
+                    .headers_mut()
+                    .insert("content-type", HeaderValue::from_static("application/json"));
+                response
+            };
             let headers = response.headers_mut();
-            headers.insert("content-type", HeaderValue::from_static("application/json"));
             headers.insert("age", HeaderValue::from_static("3"));
             headers.insert("x-cache", HeaderValue::from_static("HIT"));
             headers.insert(
