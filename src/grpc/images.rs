@@ -181,7 +181,7 @@ fn entry_response(entry: &Entry, outcome: &Outcome) -> Response<ProxyBody> {
 
 /// An upstream answer replayed: its message bytes as they came, its status (from its
 /// trailers, or its headers if it had no body) in trailers. Only the call that made the
-/// exchange gets the upstream's other metadata.
+/// exchange gets the upstream's other metadata; the status is every caller's.
 fn answer_response(answer: &Answer, own: bool) -> Response<ProxyBody> {
     if answer.status != StatusCode::OK {
         let code = code_of_http(answer.status);
@@ -201,9 +201,15 @@ fn answer_response(answer: &Answer, own: bool) -> Response<ProxyBody> {
     };
     let mut trailers = answer.trailers.clone().unwrap_or_default();
     for name in [GRPC_STATUS, GRPC_MESSAGE, GRPC_STATUS_DETAILS] {
-        if let Some(value) = headers.remove(name) {
-            trailers.entry(name).or_insert(value);
+        // From the upstream's headers, not `headers`: a trailers-only answer's status is
+        // there, and it is no header a waiter's replayable ones keep.
+        if let Some(value) = answer.headers.get(name) {
+            trailers.entry(name).or_insert_with(|| value.clone());
         }
+        headers.remove(name);
+    }
+    if !trailers.contains_key(GRPC_STATUS) {
+        trailers = status_trailers(Code::Unknown, "the upstream's answer carried no status");
     }
     headers.insert(CONTENT_TYPE, APPLICATION_GRPC.clone());
     let mut response = Response::new(ProxyBody::grpc(answer.body.clone(), trailers));
@@ -228,4 +234,40 @@ pub fn failure(err: &UpstreamError) -> Response<ProxyBody> {
         UpstreamError::Upload(UploadFailure::Broken) => Code::Internal,
     };
     trailers_only(code, &err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn every_caller_of_a_flight_gets_the_status_of_a_trailers_only_answer() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, APPLICATION_GRPC.clone());
+        headers.insert(GRPC_STATUS, HeaderValue::from_static("7"));
+        headers.insert(GRPC_MESSAGE, HeaderValue::from_static("denied"));
+        headers.insert("x-request-id", HeaderValue::from_static("r-1"));
+        let answer = Answer {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::new(),
+            trailers: None,
+            verdict: Verdict::Refused {
+                credential_invalid: false,
+            },
+            fetched_by: None,
+            stored: false,
+        };
+        // The call that made the exchange, and one that joined it.
+        for own in [true, false] {
+            let response = answer_response(&answer, own);
+            assert_eq!(response.headers().contains_key("x-request-id"), own);
+            assert!(!response.headers().contains_key(GRPC_STATUS));
+            let body = response.into_body().collect().await.unwrap();
+            let trailers = body.trailers().expect("trailers");
+            assert_eq!(trailers[GRPC_STATUS], "7", "own: {own}");
+            assert_eq!(trailers[GRPC_MESSAGE], "denied", "own: {own}");
+        }
+    }
 }
