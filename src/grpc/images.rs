@@ -14,7 +14,7 @@ use super::wire::{
     Code, ImageHead, ImageRef, APPLICATION_GRPC, GET, GRPC_MESSAGE, GRPC_STATUS,
     GRPC_STATUS_DETAILS, READY, SERVICE,
 };
-use crate::cache::Entry;
+use crate::cache::{Entry, EntryKind};
 use crate::coalesce::Overloaded;
 use crate::fleet::SharedAnswer;
 use crate::flow::{Answer, FrontEnd, Served, Verdict};
@@ -168,13 +168,22 @@ pub fn render(served: Served, outcome: &Outcome) -> Response<ProxyBody> {
 }
 
 fn entry_response(entry: &Entry, outcome: &Outcome) -> Response<ProxyBody> {
-    let ok = status_trailers(Code::Ok, "");
-    let mut response = Response::new(ProxyBody::grpc(entry.body.clone(), ok));
+    // A NOT_FOUND kept for --negative-ttl has no message, and its status is no header the
+    // entry keeps: it is said again here, trailers-only as the API said it.
+    let mut response = match entry.kind {
+        EntryKind::NotFound => trailers_only(Code::NotFound, "the image was not found (cached)"),
+        EntryKind::Ready => {
+            let ok = status_trailers(Code::Ok, "");
+            let mut response = Response::new(ProxyBody::grpc(entry.body.clone(), ok));
+            let headers = response.headers_mut();
+            headers.reserve(entry.headers.len() + 4);
+            for (name, value) in entry.headers.iter() {
+                headers.append(name, value.clone());
+            }
+            response
+        }
+    };
     let headers = response.headers_mut();
-    headers.reserve(entry.headers.len() + 4);
-    for (name, value) in entry.headers.iter() {
-        headers.append(name, value.clone());
-    }
     headers.insert(AGE, HeaderValue::from(outcome.age.unwrap_or(0)));
     response
 }

@@ -36,6 +36,7 @@ pub enum Code {
     Ok = 0,
     Unknown = 2,
     DeadlineExceeded = 4,
+    NotFound = 5,
     PermissionDenied = 7,
     ResourceExhausted = 8,
     Unimplemented = 12,
