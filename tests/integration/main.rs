@@ -1,8 +1,9 @@
 //! The proxy's integration tests, one module per concern, built as one test binary (one
 //! link instead of one per file). Most start the real proxy (`baremetal_image_cache::run`) on
 //! `127.0.0.1:0` in front of the upstream simulator (`baremetal_api_sim`); `lifecycle` runs
-//! the binary as an operator does; `fleet` adds real `redis-server` processes. What the
-//! modules share is in `support`.
+//! the binary as an operator does; `fleet` and `grpc_fleet` add real `redis-server`
+//! processes; the `grpc*` modules are the gRPC twins of the REST ones. What the modules
+//! share is in `support`.
 // These tests run real sockets and measure wall time; tokio's paused clock is for the
 // unit tests of the library, where no socket is involved (see .clippy.toml).
 #![allow(clippy::disallowed_types)]
@@ -14,6 +15,9 @@ mod cache;
 mod coalescing;
 mod faults;
 mod fleet;
+mod grpc;
+mod grpc_faults;
+mod grpc_fleet;
 mod lifecycle;
 mod metrics;
 mod passthrough;

@@ -1,9 +1,12 @@
 //! What the test modules share: the real proxy (`baremetal_image_cache::run`) on
-//! `127.0.0.1:0` in front of the upstream simulator, a small HTTP client, metric scrapes, the
-//! one way to wait for what a test cannot await ([`eventually`]), and real `redis-server`
-//! processes ([`redis_server`]).
+//! `127.0.0.1:0` in front of the upstream simulator, a small HTTP client, gRPC clients
+//! ([`grpc`]), metric scrapes, the one way to wait for what a test cannot await
+//! ([`eventually`]), real `redis-server` processes ([`redis_server`]) and fleets of proxies
+//! sharing one ([`fleet`]).
 
 mod eventually;
+pub mod fleet;
+pub mod grpc;
 pub mod redis_server;
 
 pub use eventually::{eventually, try_eventually};
