@@ -2,8 +2,8 @@
 //! link instead of one per file). Most start the real proxy (`baremetal_image_cache::run`) on
 //! `127.0.0.1:0` in front of the upstream simulator (`baremetal_api_sim`); `lifecycle` runs
 //! the binary as an operator does; `fleet` and `grpc_fleet` add real `redis-server`
-//! processes; the `grpc*` modules are the gRPC twins of the REST ones. What the modules
-//! share is in `support`.
+//! processes; the `grpc*` modules are the gRPC twins of the REST ones, and `python_sdk` runs
+//! the official Python SDK against the proxy. What the modules share is in `support`.
 // These tests run real sockets and measure wall time; tokio's paused clock is for the
 // unit tests of the library, where no socket is involved (see .clippy.toml).
 #![allow(clippy::disallowed_types)]
@@ -21,5 +21,6 @@ mod grpc_fleet;
 mod lifecycle;
 mod metrics;
 mod passthrough;
+mod python_sdk;
 mod request_properties;
 mod router_properties;
