@@ -37,7 +37,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let grpc = match args.next().map(|file| std::fs::read(&file).map_err(|e| (file, e))) {
+    let grpc = match args
+        .next()
+        .map(|file| std::fs::read(&file).map_err(|e| (file, e)))
+    {
         None => Bytes::new(),
         Some(Ok(b)) => Bytes::from(b),
         Some(Err((file, e))) => {
