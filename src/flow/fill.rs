@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::{response, HeaderMap};
+use http::{response, HeaderMap, StatusCode};
 use hyper::body::Incoming;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -295,12 +295,14 @@ impl Flow {
             Ok(LimitedBody::Complete { data, trailers }) => (data, trailers),
         };
         let verdict = front.judge(id, &head, &body, trailers.as_ref());
+        let kept = front.kept_headers(&head, trailers.as_ref());
         let applied = self
             .apply(
                 front.protocol(),
                 id,
                 verdict,
-                &head,
+                head.status,
+                &kept,
                 &body,
                 who,
                 received_at,
@@ -327,7 +329,8 @@ impl Flow {
         protocol: Protocol,
         id: &str,
         verdict: Verdict,
-        head: &response::Parts,
+        status: StatusCode,
+        kept: &HeaderMap,
         body: &Bytes,
         who: Option<Fingerprint>,
         received_at: Instant,
@@ -372,9 +375,9 @@ impl Flow {
         if self.auth_mode == crate::config::AuthMode::PerCredential && who.is_none() {
             return Applied::nothing_stored(not_found_effect);
         }
-        let headers = detached(&replayable(&head.headers));
+        let headers = detached(kept);
         let shared = (kind == EntryKind::Ready).then(|| SharedAnswer {
-            status: head.status,
+            status,
             headers: headers.clone(),
             body: body.clone(),
             age: received_at.elapsed(),
@@ -382,7 +385,7 @@ impl Flow {
         });
         let entry = NewEntry {
             kind,
-            status: head.status,
+            status,
             headers,
             body: body.clone(),
             received_at,

@@ -24,7 +24,7 @@ use crate::coalesce::Coalescer;
 use crate::config::{AuthMode, Config};
 use crate::error::BoxError;
 use crate::fleet::{Fleet, Reader, SharedAnswer};
-use crate::http::headers::wants_no_cache;
+use crate::http::headers::{replayable, wants_no_cache};
 use crate::image::Protocol;
 use crate::metrics::Metrics;
 use crate::outcome::{Forward, Outcome};
@@ -72,6 +72,13 @@ pub trait FrontEnd: Send + Sync + 'static {
     /// Whether a value another instance shared is a READY image of `id` (Redis is not ours
     /// alone: a value is checked before it is served).
     fn is_ready(&self, id: &str, answer: &SharedAnswer) -> bool;
+
+    /// The headers an entry made of this answer keeps, to be replayed with its body: those
+    /// that describe the body, and (gRPC) the status of an error, which is metadata too.
+    fn kept_headers(&self, head: &response::Parts, trailers: Option<&HeaderMap>) -> HeaderMap {
+        let _ = trailers;
+        replayable(&head.headers)
+    }
 }
 
 /// One Image.Get, as a front-end hands it to the flow.

@@ -125,6 +125,23 @@ impl FrontEnd for GrpcImages {
         answer.status == StatusCode::OK
             && image_head(&answer.body).is_some_and(|image| image.id == id && image.status == READY)
     }
+
+    /// An error's status, message and details are kept (the API's words replayed, as REST
+    /// replays its error body); an OK's status is not, since a hit says it itself.
+    fn kept_headers(&self, head: &response::Parts, trailers: Option<&HeaderMap>) -> HeaderMap {
+        let mut kept = replayable(&head.headers);
+        if status_of(&head.headers, trailers).is_some_and(|code| code != 0) {
+            for name in [GRPC_STATUS, GRPC_MESSAGE, GRPC_STATUS_DETAILS] {
+                let value = trailers
+                    .and_then(|t| t.get(name))
+                    .or_else(|| head.headers.get(name));
+                if let Some(value) = value {
+                    kept.insert(name, value.clone());
+                }
+            }
+        }
+        kept
+    }
 }
 
 /// The `Image` of an answer's body: exactly one uncompressed message (the fill asked for no
@@ -168,9 +185,18 @@ pub fn render(served: Served, outcome: &Outcome) -> Response<ProxyBody> {
 }
 
 fn entry_response(entry: &Entry, outcome: &Outcome) -> Response<ProxyBody> {
-    // A NOT_FOUND kept for --negative-ttl has no message, and its status is no header the
-    // entry keeps: it is said again here, trailers-only as the API said it.
     let mut response = match entry.kind {
+        // A NOT_FOUND kept for --negative-ttl: trailers-only, as the API said it, with its
+        // status, message and details.
+        EntryKind::NotFound if entry.headers.iter().any(|(name, _)| name == GRPC_STATUS) => {
+            let mut response = Response::new(ProxyBody::empty());
+            let headers = response.headers_mut();
+            for (name, value) in entry.headers.iter() {
+                headers.append(name, value.clone());
+            }
+            headers.insert(CONTENT_TYPE, APPLICATION_GRPC.clone());
+            response
+        }
         EntryKind::NotFound => trailers_only(Code::NotFound, "the image was not found (cached)"),
         EntryKind::Ready => {
             let ok = status_trailers(Code::Ok, "");

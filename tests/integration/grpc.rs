@@ -285,6 +285,40 @@ async fn grpc_not_found_drops_a_cached_image_and_is_cached_only_with_a_negative_
     h.stop().await;
 }
 
+/// As REST replays the API's 404 body, a NOT_FOUND kept for --negative-ttl is replayed with
+/// the API's message and details.
+#[tokio::test]
+async fn grpc_a_cached_not_found_replays_the_apis_status_message_and_details() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        negative_ttl: Duration::from_secs(30),
+        ..test_config()
+    })
+    .await;
+    let mut client = h.grpc().await;
+    let first = failed(
+        get_raw(&mut client, MISSING, Some(ALICE), &[]).await,
+        Code::NotFound,
+        "a missing image",
+    );
+    let cached = failed(
+        get_raw(&mut client, MISSING, Some(ALICE), &[]).await,
+        Code::NotFound,
+        "a missing image, from the cache",
+    );
+    assert_eq!(meta(cached.metadata(), "x-cache"), Some("HIT"));
+    assert_eq!(h.sim.grpc_image_get_count(MISSING), 1);
+    assert_eq!(cached.message(), first.message(), "the API's grpc-message");
+    let (first, cached) = (
+        grpc::status_details(&first).expect("the API's details"),
+        grpc::status_details(&cached).expect("the API's details, replayed"),
+    );
+    assert_eq!(
+        cached, first,
+        "grpc-status-details-bin, as REST replays the body"
+    );
+    h.stop().await;
+}
+
 // ---- 3. tenants -------------------------------------------------------------------------
 
 #[tokio::test]
