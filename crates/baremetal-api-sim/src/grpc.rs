@@ -21,6 +21,11 @@ pub use messages::{
 pub(crate) use answer::{answer, error};
 pub(crate) use service::Call;
 
+/// Whether `path` is a method of `ImageService` (the simulator's only service).
+pub(crate) fn has_method(path: &str) -> bool {
+    service::Method::from_path(path).is_some()
+}
+
 /// The service's full name.
 pub const SERVICE: &str = "yandex.cloud.baremetal.v1alpha.ImageService";
 /// The HTTP/2 paths of its methods (the targets [`crate::Simulator::count`] and

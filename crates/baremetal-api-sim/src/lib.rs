@@ -62,7 +62,9 @@
 //! (`authorization: Bearer …` metadata), folders, images, operations, `ready_after` and
 //! hide-forbidden setting as REST, with the same checks in the same order and each error's
 //! gRPC code (16, 3, 5, 7 …) and message. Before those checks, a method or service it does
-//! not have is UNIMPLEMENTED (12), a compressed message too, and a body that is not one
+//! not have is UNIMPLEMENTED (12), answered from the call's head without reading its body (so
+//! a streaming call gets it while its body is open; the recorded body is empty), a
+//! compressed message too, and a body that is not one
 //! message, or a message that does not decode, INTERNAL (13). An answer is `200`,
 //! `application/grpc`, `x-request-id`, `x-server-trace-id`, the message, then a
 //! `grpc-status: 0` trailer; an error is trailers-only (one HEADERS frame): `grpc-status`,

@@ -102,7 +102,15 @@ impl std::error::Error for Dropped {}
 async fn handle(sim: Simulator, request: Request<Incoming>) -> Result<Response<SimBody>, Dropped> {
     let (parts, body) = request.into_parts();
     let target = raw_target(&parts);
-    let body = read_body(body).await;
+    let body = if grpc::is_grpc(&parts.headers) && !grpc::has_method(parts.uri.path()) {
+        // A gRPC server answers a method it does not have from the call's head alone (tonic's
+        // router does): a streaming client may wait for that answer before it ends its body.
+        // Nothing of the body is read, so nothing of it is recorded.
+        drop(body);
+        Ok(Bytes::new())
+    } else {
+        read_body(body).await
+    };
     if let Some(path) = target.strip_prefix(CONTROL_PREFIX) {
         return Ok(control::handle(&sim, &parts.method, path, body));
     }

@@ -49,7 +49,7 @@ impl Method {
         }
     }
 
-    fn from_path(path: &str) -> Option<Method> {
+    pub(crate) fn from_path(path: &str) -> Option<Method> {
         Method::ALL.into_iter().find(|method| method.path() == path)
     }
 
