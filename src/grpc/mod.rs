@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::error::BoxError;
 use crate::flow::{Flow, FrontEnd, ImageGet, Reply};
 use crate::http::headers::{ensure_request_id, X_REQUEST_ID};
-use crate::http::upload::{receive, Received, UploadLimits};
+use crate::http::upload::{receive, Received, Upload, UploadLimits};
 use crate::http::ProxyBody;
 use crate::image::Protocol;
 use crate::metrics::{Rejection, RequestEvent};
@@ -87,19 +87,24 @@ impl Grpc {
             return refused;
         }
         let (mut parts, body) = request.into_parts();
-        // A unary call's message is small: read it whole (within the limits on uploads),
-        // so the cacheable Get and the mutations can be told by what they ask for.
-        let body = match receive(body, self.upload_limits).await {
-            Ok(body) => body,
-            Err(failure) => return self.upload_refused(failure),
-        };
-        let call = match &body {
-            Received::Whole(bytes) => classify(parts.uri.path(), bytes, &parts.headers),
-            Received::Streaming(_) => Call::Other,
-        };
-        let body: RequestBody = match body {
-            Received::Whole(bytes) => Full::new(bytes).map_err(|never| match never {}).boxed(),
-            Received::Streaming(stream) => stream.map_err(BoxError::from).boxed(),
+        let (call, body): (Call, RequestBody) = if is_read_whole(parts.uri.path()) {
+            // A unary call's message is small: read it whole (within the limits on uploads),
+            // so the cacheable Get and the mutations can be told by what they ask for.
+            match receive(body, self.upload_limits).await {
+                Ok(Received::Whole(bytes)) => (
+                    classify(parts.uri.path(), &bytes, &parts.headers),
+                    Full::new(bytes).map_err(|never| match never {}).boxed(),
+                ),
+                Ok(Received::Streaming(stream)) => {
+                    (Call::Other, stream.map_err(BoxError::from).boxed())
+                }
+                Err(failure) => return self.upload_refused(failure),
+            }
+        } else {
+            // Any other call may stream both ways: its client may wait for an answer before
+            // it ends its body, so nothing of it is held back.
+            let stream = Upload::streamed(body, self.upload_limits);
+            (Call::Other, stream.map_err(BoxError::from).boxed())
         };
         let (kind, response, outcome) = match call {
             Call::Get(id) => {
@@ -154,6 +159,13 @@ impl Grpc {
         }
         None
     }
+}
+
+/// Whether the proxy reads a call's message before it decides what to do with the call:
+/// only for the ImageService methods it caches or invalidates by, all of them unary.
+fn is_read_whole(path: &str) -> bool {
+    path.strip_prefix(SERVICE)
+        .is_some_and(|method| method == GET || MUTATIONS.contains(&method))
 }
 
 /// What a call with this path and this whole body is.

@@ -90,6 +90,20 @@ pub async fn receive(mut body: Incoming, limits: UploadLimits) -> Result<Receive
     }
 }
 
+impl Upload {
+    /// All of `body` streamed as it arrives, nothing read first: a call that may be a
+    /// stream both ways must reach the upstream before its client's body ends.
+    pub fn streamed(body: Incoming, limits: UploadLimits) -> Upload {
+        Upload {
+            prefix: None,
+            seen: 0,
+            rest: body,
+            limits,
+            deadline: Box::pin(tokio::time::sleep(limits.idle)),
+        }
+    }
+}
+
 /// A big body streamed upstream: what was read first, then the rest as it arrives, failing
 /// past the size limit or after a pause longer than the idle deadline. The failure travels
 /// in the upstream client's error, where the upstream module finds it.

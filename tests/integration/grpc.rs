@@ -802,6 +802,53 @@ async fn grpc_list_and_its_errors_pass_through_untouched() {
     h.stop().await;
 }
 
+/// A call outside the methods the proxy caches or invalidates by may be a stream both ways:
+/// it reaches the API, and its answer the client, while the client's body is still open.
+#[tokio::test]
+async fn grpc_other_calls_reach_the_api_before_their_body_ends() {
+    let h = Harness::with_config(baremetal_image_cache::Config {
+        request_body_timeout: Duration::from_secs(120),
+        ..test_config()
+    })
+    .await;
+    let path = "/yandex.cloud.operation.OperationService/Watch";
+    let (send, receive) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = Box::pin(futures_util::stream::unfold(
+        receive,
+        |mut receive| async move {
+            let data = receive.recv().await?;
+            Some((
+                Ok::<_, std::convert::Infallible>(http_body::Frame::data(data)),
+                receive,
+            ))
+        },
+    ));
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http();
+    let request = Request::post(format!("http://{}{path}", h.addr))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {ALICE}"))
+        .body(http_body_util::StreamBody::new(frames))
+        .unwrap();
+    send.send(framed(b"")).await.unwrap();
+    // The body stays open (`send` is alive) while the answer is awaited.
+    let answer = tokio::time::timeout(Duration::from_secs(30), client.request(request))
+        .await
+        .expect("an answer while the body is open, not after --request-body-timeout")
+        .expect("an h2c answer");
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(
+        answer.headers().get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"12"[..]),
+        "the API's UNIMPLEMENTED, relayed"
+    );
+    assert_eq!(h.sim.count("POST", path), 1);
+    drop(send);
+    h.stop().await;
+}
+
 // ---- 8. no-cache ------------------------------------------------------------------------
 
 #[tokio::test]
