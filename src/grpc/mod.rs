@@ -87,16 +87,22 @@ impl Grpc {
             return refused;
         }
         let (mut parts, body) = request.into_parts();
-        let (call, body): (Call, RequestBody) = if is_read_whole(parts.uri.path()) {
+        let (call, body, watch): (Call, RequestBody, _) = if is_read_whole(parts.uri.path()) {
             // A unary call's message is small: read it whole (within the limits on uploads),
             // so the cacheable Get and the mutations can be told by what they ask for.
             match receive(body, self.upload_limits).await {
                 Ok(Received::Whole(bytes)) => (
                     classify(parts.uri.path(), &bytes, &parts.headers),
                     Full::new(bytes).map_err(|never| match never {}).boxed(),
+                    None,
                 ),
                 Ok(Received::Streaming(stream)) => {
-                    (Call::Other, stream.map_err(BoxError::from).boxed())
+                    let watch = stream.watch();
+                    (
+                        Call::Other,
+                        stream.map_err(BoxError::from).boxed(),
+                        Some(watch),
+                    )
                 }
                 Err(failure) => return self.upload_refused(failure),
             }
@@ -104,7 +110,12 @@ impl Grpc {
             // Any other call may stream both ways: its client may wait for an answer before
             // it ends its body, so nothing of it is held back.
             let stream = Upload::streamed(body, self.upload_limits);
-            (Call::Other, stream.map_err(BoxError::from).boxed())
+            let watch = stream.watch();
+            (
+                Call::Other,
+                stream.map_err(BoxError::from).boxed(),
+                Some(watch),
+            )
         };
         let (kind, response, outcome) = match call {
             Call::Get(id) => {
@@ -123,12 +134,12 @@ impl Grpc {
             }
             Call::Mutation(id) => {
                 ensure_request_id(&mut parts.headers);
-                let response = self.forward(parts, body, Some(id)).await;
+                let response = self.forward(parts, body, watch, Some(id)).await;
                 (RouteKind::ImageMutation, response, None)
             }
             Call::Other => {
                 ensure_request_id(&mut parts.headers);
-                let response = self.forward(parts, body, None).await;
+                let response = self.forward(parts, body, watch, None).await;
                 (RouteKind::Passthrough, response, None)
             }
         };

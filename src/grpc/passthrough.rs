@@ -15,7 +15,7 @@ use super::wire::{code_of_http, status_of, status_trailers, trailers_only, Code}
 use super::Grpc;
 use crate::flow::MutationEffect;
 use crate::http::headers::strip_hop_by_hop;
-use crate::http::upload::UploadFailure;
+use crate::http::upload::{UploadFailure, UploadWatch};
 use crate::http::ProxyBody;
 use crate::metrics::Rejection;
 use crate::route::RouteKind;
@@ -26,11 +26,13 @@ use crate::upstream::{LimitedBody, Purpose, RequestBody, UpstreamError};
 const MUTATION_ANSWER: usize = 1024 * 1024;
 
 impl Grpc {
-    /// Passes a call through. `mutated`: the image an `Update` or `Delete` names.
+    /// Passes a call through. `watch`: where a streamed body's failure is told; `mutated`:
+    /// the image an `Update` or `Delete` names.
     pub(super) async fn forward(
         self: &Arc<Self>,
         mut parts: request::Parts,
         body: RequestBody,
+        watch: Option<UploadWatch>,
         mutated: Option<String>,
     ) -> Response<ProxyBody> {
         let upstream = self.flow.upstream();
@@ -65,6 +67,7 @@ impl Grpc {
         {
             Ok(exchange) => exchange,
             Err(err) => {
+                let err = err.or_upload(watch.as_ref());
                 if let Some(id) = &mutated {
                     let effect = mutation_effect(Err(&err));
                     self.flow.mutation_answered(id, who, reader, effect).await;

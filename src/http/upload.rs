@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,14 +80,24 @@ pub async fn receive(mut body: Incoming, limits: UploadLimits) -> Result<Receive
             return Err(UploadFailure::TooLarge);
         }
         if buffer.len() > BUFFERED_BODY {
-            return Ok(Received::Streaming(Upload {
-                prefix: Some(buffer.freeze()),
-                seen: 0,
-                rest: body,
+            return Ok(Received::Streaming(Upload::new(
+                Some(buffer.freeze()),
+                body,
                 limits,
-                deadline: Box::pin(tokio::time::sleep(limits.idle)),
-            }));
+            )));
         }
+    }
+}
+
+/// What became of a streamed body, for the code that sent it: over HTTP/2 the upstream client
+/// answers a failed body with the stream's reset, not with the body's own error.
+#[derive(Clone, Debug, Default)]
+pub struct UploadWatch(Arc<OnceLock<UploadFailure>>);
+
+impl UploadWatch {
+    /// Why the body was cut, if it was.
+    pub fn failure(&self) -> Option<UploadFailure> {
+        self.0.get().copied()
     }
 }
 
@@ -94,19 +105,34 @@ impl Upload {
     /// All of `body` streamed as it arrives, nothing read first: a call that may be a
     /// stream both ways must reach the upstream before its client's body ends.
     pub fn streamed(body: Incoming, limits: UploadLimits) -> Upload {
+        Upload::new(None, body, limits)
+    }
+
+    fn new(prefix: Option<Bytes>, rest: Incoming, limits: UploadLimits) -> Upload {
         Upload {
-            prefix: None,
+            prefix,
             seen: 0,
-            rest: body,
+            rest,
             limits,
             deadline: Box::pin(tokio::time::sleep(limits.idle)),
+            watch: UploadWatch::default(),
         }
+    }
+
+    /// Where this body's failure will be told.
+    pub fn watch(&self) -> UploadWatch {
+        self.watch.clone()
+    }
+
+    fn fail(&self, failure: UploadFailure) -> Poll<Option<Result<Frame<Bytes>, UploadFailure>>> {
+        let _ = self.watch.0.set(failure);
+        Poll::Ready(Some(Err(failure)))
     }
 }
 
 /// A big body streamed upstream: what was read first, then the rest as it arrives, failing
 /// past the size limit or after a pause longer than the idle deadline. The failure travels
-/// in the upstream client's error, where the upstream module finds it.
+/// in the upstream client's error where it can (HTTP/1.1), and always in its [`UploadWatch`].
 pub struct Upload {
     prefix: Option<Bytes>,
     /// Bytes passed on so far.
@@ -114,6 +140,7 @@ pub struct Upload {
     rest: Incoming,
     limits: UploadLimits,
     deadline: Pin<Box<Sleep>>,
+    watch: UploadWatch,
 }
 
 impl Body for Upload {
@@ -136,17 +163,17 @@ impl Body for Upload {
         match Pin::new(&mut this.rest).poll_frame(cx) {
             Poll::Pending => {
                 if this.deadline.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(UploadFailure::Stalled)));
+                    return this.fail(UploadFailure::Stalled);
                 }
                 Poll::Pending
             }
             Poll::Ready(None) => Poll::Ready(None),
-            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(UploadFailure::Broken))),
+            Poll::Ready(Some(Err(_))) => this.fail(UploadFailure::Broken),
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if this.seen > this.limits.max {
-                        return Poll::Ready(Some(Err(UploadFailure::TooLarge)));
+                        return this.fail(UploadFailure::TooLarge);
                     }
                 }
                 this.deadline

@@ -59,9 +59,15 @@ impl Rest {
         });
         // A small body is read whole before anything goes upstream, so a client that
         // stalls holds no upstream slot; a big one streams under the same limits.
-        let body = match receive(body, self.upload_limits).await {
-            Ok(Received::Whole(bytes)) => Full::new(bytes).map_err(|never| match never {}).boxed(),
-            Ok(Received::Streaming(stream)) => stream.map_err(BoxError::from).boxed(),
+        let (body, watch) = match receive(body, self.upload_limits).await {
+            Ok(Received::Whole(bytes)) => (
+                Full::new(bytes).map_err(|never| match never {}).boxed(),
+                None,
+            ),
+            Ok(Received::Streaming(stream)) => {
+                let watch = stream.watch();
+                (stream.map_err(BoxError::from).boxed(), Some(watch))
+            }
             Err(failure) => return self.upload_refused(failure),
         };
         let mut upstream_request = Request::new(body);
@@ -71,7 +77,8 @@ impl Rest {
         let started = Instant::now();
         let result = upstream
             .send(upstream_request, deadline, route, Purpose::Forward)
-            .await;
+            .await
+            .map_err(|err| err.or_upload(watch.as_ref()));
         if let (Ok(exchange), Some(who)) = (&result, who) {
             if exchange.response.status() == StatusCode::UNAUTHORIZED {
                 self.flow.credential_refused(who);

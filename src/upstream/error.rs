@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::StatusCode;
 
 use crate::error::{cause_of, describe, is_caused_by};
-use crate::http::upload::UploadFailure;
+use crate::http::upload::{UploadFailure, UploadWatch};
 
 /// What went wrong talking to the upstream. Messages never carry request headers.
 #[derive(Debug, Clone)]
@@ -73,6 +73,17 @@ impl fmt::Display for UpstreamError {
 }
 
 impl std::error::Error for UpstreamError {}
+
+impl UpstreamError {
+    /// This error, or the failure of the request body that caused it: over HTTP/2 a body
+    /// that fails resets the stream, and the client's error no longer says why.
+    pub fn or_upload(self, watch: Option<&UploadWatch>) -> UpstreamError {
+        match watch.and_then(UploadWatch::failure) {
+            Some(failure) => UpstreamError::Upload(failure),
+            None => self,
+        }
+    }
+}
 
 pub(super) fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     if let Some(failure) = cause_of::<UploadFailure>(e) {

@@ -621,7 +621,19 @@ async fn grpc_calls_past_the_proxys_limits_get_a_status_and_reach_nobody() {
         (answer.status, answer.header("grpc-status")),
         (StatusCode::OK, Some("8"))
     );
-    // A message over the upload limit.
+    // A message over the upload limit: an Update, read whole before anything is sent, and a
+    // List, streamed as it comes (any call but Get/Update/Delete may stream both ways), whose
+    // cut the API sees only as a cancelled call.
+    let update = grpc::UpdateImageRequest {
+        image_id: IMG.into(),
+        description: "x".repeat(4096),
+        ..grpc::UpdateImageRequest::default()
+    };
+    let big = framed(&prost::Message::encode_to_vec(&update));
+    let answer = h
+        .grpc_raw(grpc::UPDATE_PATH, &[("authorization", &authorization)], big)
+        .await;
+    assert_eq!(answer.header("grpc-status"), Some("8"));
     let list = grpc::ListImagesRequest {
         folder_id: "x".repeat(4096),
         ..grpc::ListImagesRequest::default()
@@ -631,6 +643,10 @@ async fn grpc_calls_past_the_proxys_limits_get_a_status_and_reach_nobody() {
         .grpc_raw(grpc::LIST_PATH, &[("authorization", &authorization)], big)
         .await;
     assert_eq!(answer.header("grpc-status"), Some("8"));
+    assert!(
+        h.sim.recorded().iter().all(|r| r.body.len() < 1024),
+        "no message over the limit reached the API"
+    );
     // Not a POST.
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
@@ -642,12 +658,18 @@ async fn grpc_calls_past_the_proxys_limits_get_a_status_and_reach_nobody() {
         .unwrap();
     let response = client.request(request).await.unwrap();
     assert_eq!(response.headers().get("grpc-status").unwrap(), "12");
-    assert_eq!(h.sim.request_count(), 0, "none of them reached the API");
+    for path in [GET_PATH, grpc::UPDATE_PATH] {
+        assert_eq!(h.sim.count("POST", path), 0, "{path} reached the API");
+    }
     let scrape = Scrape::take(&h).await;
-    for reason in ["headers", "request_body", "not_implemented"] {
+    for (reason, count) in [
+        ("headers", 1.0),
+        ("request_body", 2.0),
+        ("not_implemented", 1.0),
+    ] {
         assert_eq!(
             scrape.get(&format!("{P}_rejected_total{{reason=\"{reason}\"}}")),
-            1.0,
+            count,
             "{reason}"
         );
     }
