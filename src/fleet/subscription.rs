@@ -21,6 +21,39 @@ const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(5);
 /// means the connection went silent, and it is remade.
 const SUBSCRIPTION_PING: Duration = Duration::from_secs(5);
 
+/// How the subscription fares between two times it is up. A streak of failures is warned of
+/// once, at its start, so its end is told once too, or an operator who saw the warning would
+/// never learn that shared values are taken again; a subscription that comes up at the first
+/// attempt says nothing.
+#[derive(Debug, Default)]
+struct Streak {
+    /// Attempts that failed since the subscription was last up (or since start-up).
+    failed_attempts: u32,
+    /// Whether the subscription was up and then lost since it was last up.
+    lost: bool,
+}
+
+impl Streak {
+    /// Counts a failed attempt; true if it is the first of its streak, the one to warn of.
+    fn failed(&mut self) -> bool {
+        self.failed_attempts = self.failed_attempts.saturating_add(1);
+        self.failed_attempts == 1
+    }
+
+    /// The subscription, which was up, is lost (the caller warns).
+    fn lost(&mut self) {
+        self.lost = true;
+    }
+
+    /// The subscription is up: `Some(failed attempts)` if that ends a streak that was
+    /// warned of, and the streak starts over.
+    fn up(&mut self) -> Option<u32> {
+        let recovered = (self.failed_attempts > 0 || self.lost).then_some(self.failed_attempts);
+        *self = Streak::default();
+        recovered
+    }
+}
+
 impl Fleet {
     /// Listens to the fleet until `owner` is dropped: `filled` messages wake local waiters,
     /// `invalidate` messages reach `on_invalidate` (`None` = everything). After a gap in the
@@ -37,6 +70,7 @@ impl Fleet {
         let fleet = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut backoff = FIRST_RESUBSCRIBE_BACKOFF;
+            let mut streak = Streak::default();
             let mut seed = 0usize;
             loop {
                 let Some(this) = fleet.upgrade() else { return };
@@ -60,7 +94,7 @@ impl Fleet {
                 .await;
                 let Ok(Ok(pubsub)) = subscribed else {
                     // Once per streak of failures (a wrong URL, TLS or ACL would else be silent).
-                    if backoff == FIRST_RESUBSCRIBE_BACKOFF {
+                    if streak.failed() {
                         match &subscribed {
                             Ok(Err(e)) => tracing::warn!(
                                 error = %e,
@@ -88,6 +122,7 @@ impl Fleet {
                     // Without the time of the last purge, older values could be served: try
                     // the whole subscription again rather than go on without it.
                     if !this.load_purge_time().await {
+                        streak.failed();
                         this.missed_messages.store(true, Ordering::Release);
                         drop(this);
                         tokio::time::sleep(backoff).await;
@@ -101,6 +136,12 @@ impl Fleet {
                     }
                     this.listening.store(true, Ordering::Release);
                     this.metrics().set_subscribed(true);
+                    if let Some(failed_attempts) = streak.up() {
+                        tracing::info!(
+                            failed_attempts,
+                            "the fleet subscription has recovered; shared values are taken again"
+                        );
+                    }
                 }
                 let (mut sink, mut messages) = pubsub.split();
                 let mut ping = tokio::time::interval(SUBSCRIPTION_PING);
@@ -153,6 +194,7 @@ impl Fleet {
                     this.metrics().set_subscribed(false);
                     this.missed_messages.store(true, Ordering::Release);
                 }
+                streak.lost();
                 tracing::warn!("the fleet subscription was lost; reconnecting");
             }
         });
@@ -174,5 +216,42 @@ impl Fleet {
                 true
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_attempt_that_succeeds_says_nothing() {
+        let mut streak = Streak::default();
+        assert_eq!(streak.up(), None);
+        assert_eq!(streak.up(), None);
+    }
+
+    #[test]
+    fn a_streak_of_failures_is_warned_of_once_and_its_end_told_once() {
+        let mut streak = Streak::default();
+        assert!(streak.failed(), "the first failure is warned of");
+        assert!(!streak.failed());
+        assert!(!streak.failed());
+        assert_eq!(streak.up(), Some(3));
+        assert_eq!(streak.up(), None, "told once");
+        assert!(streak.failed(), "a new streak is warned of again");
+        assert_eq!(streak.up(), Some(1));
+    }
+
+    #[test]
+    fn a_lost_subscription_that_comes_back_is_told() {
+        let mut streak = Streak::default();
+        assert_eq!(streak.up(), None);
+        streak.lost();
+        assert_eq!(streak.up(), Some(0), "back at the first attempt");
+        streak.lost();
+        assert!(streak.failed());
+        assert!(!streak.failed());
+        assert_eq!(streak.up(), Some(2));
+        assert_eq!(streak.up(), None);
     }
 }

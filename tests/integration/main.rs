@@ -15,6 +15,7 @@ mod cache;
 mod coalescing;
 mod faults;
 mod fleet;
+mod fleet_subscription;
 mod grpc;
 mod grpc_faults;
 mod grpc_fleet;
