@@ -22,6 +22,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::tunable::TunableCount;
+
 struct Flight<V> {
     result: watch::Receiver<Option<Arc<V>>>,
     waiters: AtomicUsize,
@@ -30,8 +32,8 @@ struct Flight<V> {
 /// The flights in progress, by key.
 pub struct Coalescer<K, V> {
     flights: Mutex<HashMap<K, Arc<Flight<V>>>>,
-    max_waiters_per_key: usize,
-    max_waiters: usize,
+    max_waiters_per_key: TunableCount,
+    max_waiters: TunableCount,
     waiters: Arc<AtomicUsize>,
 }
 
@@ -91,10 +93,17 @@ impl<K: Hash + Eq + Clone, V> Coalescer<K, V> {
     pub fn new(max_waiters_per_key: usize, max_waiters: usize) -> Arc<Self> {
         Arc::new(Coalescer {
             flights: Mutex::new(HashMap::new()),
-            max_waiters_per_key,
-            max_waiters,
+            max_waiters_per_key: TunableCount::new(max_waiters_per_key as u64),
+            max_waiters: TunableCount::new(max_waiters as u64),
             waiters: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// New waiter limits (a reload): they hold for the next waiter to join; those waiting
+    /// already stay.
+    pub fn set_limits(&self, max_waiters_per_key: usize, max_waiters: usize) {
+        self.max_waiters_per_key.set(max_waiters_per_key as u64);
+        self.max_waiters.set(max_waiters as u64);
     }
 
     fn flights(&self) -> MutexGuard<'_, HashMap<K, Arc<Flight<V>>>> {
@@ -106,10 +115,10 @@ impl<K: Hash + Eq + Clone, V> Coalescer<K, V> {
     pub fn join(self: &Arc<Self>, key: K) -> Result<Joined<K, V>, Overloaded> {
         let mut flights = self.flights();
         if let Some(flight) = flights.get(&key) {
-            if flight.waiters.load(Ordering::Relaxed) >= self.max_waiters_per_key {
+            if flight.waiters.load(Ordering::Relaxed) >= self.max_waiters_per_key.get_usize() {
                 return Err(Overloaded::PerKey);
             }
-            if self.waiters.load(Ordering::Relaxed) >= self.max_waiters {
+            if self.waiters.load(Ordering::Relaxed) >= self.max_waiters.get_usize() {
                 return Err(Overloaded::Total);
             }
             flight.waiters.fetch_add(1, Ordering::Relaxed);

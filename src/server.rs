@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,15 +16,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::admin::Admin;
-use crate::config::{redacted_url, Config};
+use crate::admin::{self, Admin};
+use crate::config::{redacted_url, Config, ConfigError};
 use crate::descriptors::{self, ADMIN_MAX_CONNECTIONS, MAX_REFUSALS};
 use crate::error::BoxError;
 use crate::flow::Flow;
 use crate::grpc::{is_grpc, Grpc};
+use crate::http::limits::RequestLimits;
 use crate::metrics::{Metrics, Rejection};
+use crate::reload::Reloader;
 use crate::rest::Rest;
 
 /// The number of request headers hyper allows when not told otherwise.
@@ -46,25 +49,48 @@ const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of file descriptors, say) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// A configuration loaded again for a reload, or why it could not be.
+pub type Reload = Result<Config, ConfigError>;
+
 /// Runs the proxy on `listener` and the admin endpoints on `admin_listener` until `shutdown`
 /// resolves; then stops accepting, lets in-flight requests finish within the grace period,
 /// and returns.
 pub async fn run(
-    mut config: Config,
+    config: Config,
     listener: TcpListener,
     admin_listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
+    // No reloads: the sender is gone, so the channel is closed from the start.
+    let (_, reloads) = mpsc::channel(1);
+    run_with_reloads(config, listener, admin_listener, shutdown, reloads).await
+}
+
+/// [`run`], taking each configuration that arrives on `reloads` as a reload (the binary
+/// sends one per SIGHUP).
+pub async fn run_with_reloads(
+    config: Config,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<Reload>,
+) -> Result<(), BoxError> {
+    let loaded = config.clone();
+    let mut config = config;
     let budget = descriptors::plan(config.max_connections, config.max_upstream_requests);
     config.max_connections = budget.max_connections;
     config.max_upstream_requests = budget.max_upstream_requests;
     let metrics = Arc::new(Metrics::new(config.max_capacity)?);
     let flow = Flow::new(&config, metrics.clone())?;
-    let rest = Rest::new(&config, flow.clone());
-    let grpc = Grpc::new(&config, flow.clone());
+    let limits = Arc::new(RequestLimits::new(&config));
+    let rest = Rest::new(flow.clone(), limits.clone());
+    let grpc = Grpc::new(flow.clone(), limits.clone());
     let ready = Arc::new(AtomicBool::new(false));
-    let admin = Admin::new(flow, ready.clone());
-    let builder = Arc::new(connection_builder(&config));
+    let admin = Admin::new(flow.clone(), ready.clone(), config.admin_token.as_ref());
+    let mut reloader = Reloader::new(loaded, flow, limits, admin.clone());
+    let mut reloads_open = true;
+    let mut builder = Arc::new(connection_builder(&config));
+    let mut shutdown_grace = config.shutdown_grace;
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let proxy_gate = Gate {
         slots: Arc::new(Semaphore::new(config.max_connections)),
@@ -78,7 +104,7 @@ pub async fn run(
         rejection: Rejection::AdminConnections,
         metrics,
     };
-    let first_byte_timeout = config.header_read_timeout;
+    let mut first_byte_timeout = config.header_read_timeout;
     let graceful = GracefulShutdown::new();
 
     tracing::info!(
@@ -92,13 +118,26 @@ pub async fn run(
         ),
         "baremetal-image-cache started"
     );
+    admin::warn_if_exposed(&config);
     ready.store(true, Ordering::Relaxed);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            reload = reloads.recv(), if reloads_open => {
+                let Some(reload) = reload else {
+                    reloads_open = false;
+                    continue;
+                };
+                if let Some(running) = reloader.apply(reload) {
+                    // Connections accepted from now on take the new head limits and timeout.
+                    builder = Arc::new(connection_builder(running));
+                    first_byte_timeout = running.header_read_timeout;
+                    shutdown_grace = running.shutdown_grace;
+                }
+            }
             accepted = listener.accept() => {
-                let Some(stream) = accepted_stream(accepted).await else { continue };
+                let Some((stream, _)) = accepted_stream(accepted).await else { continue };
                 let Some(permit) = proxy_gate.enter() else {
                     proxy_gate.refuse(stream);
                     continue;
@@ -130,9 +169,9 @@ pub async fn run(
                 });
             }
             accepted = admin_listener.accept() => {
-                let Some(stream) = accepted_stream(accepted).await else { continue };
+                let Some((stream, peer)) = accepted_stream(accepted).await else { continue };
                 // Admin connections are not drained: they must keep answering during the drain.
-                admin_gate.serve_admin(&builder, stream, &admin, first_byte_timeout);
+                admin_gate.serve_admin(&builder, stream, peer, &admin, first_byte_timeout);
             }
         }
     }
@@ -141,9 +180,9 @@ pub async fn run(
     // finish, so that probes see /readyz turn 503 rather than a refused connection.
     ready.store(false, Ordering::Relaxed);
     drop(listener);
-    tracing::info!(grace = %humantime::format_duration(config.shutdown_grace), "shutting down: draining in-flight requests");
+    tracing::info!(grace = %humantime::format_duration(shutdown_grace), "shutting down: draining in-flight requests");
     let drained = graceful.shutdown();
-    let grace_over = tokio::time::sleep(config.shutdown_grace);
+    let grace_over = tokio::time::sleep(shutdown_grace);
     tokio::pin!(drained, grace_over);
     loop {
         tokio::select! {
@@ -156,8 +195,8 @@ pub async fn run(
                 break;
             }
             accepted = admin_listener.accept() => {
-                let Some(stream) = accepted_stream(accepted).await else { continue };
-                admin_gate.serve_admin(&builder, stream, &admin, first_byte_timeout);
+                let Some((stream, peer)) = accepted_stream(accepted).await else { continue };
+                admin_gate.serve_admin(&builder, stream, peer, &admin, first_byte_timeout);
             }
         }
     }
@@ -197,6 +236,7 @@ impl Gate {
         &self,
         builder: &Arc<auto::Builder<TokioExecutor>>,
         stream: TcpStream,
+        peer: SocketAddr,
         admin: &Arc<Admin>,
         first_byte_timeout: Duration,
     ) {
@@ -207,7 +247,7 @@ impl Gate {
         let admin = admin.clone();
         let service = service_fn(move |request| {
             let admin = admin.clone();
-            async move { Ok::<_, Infallible>(admin.handle(request).await) }
+            async move { Ok::<_, Infallible>(admin.handle(request, peer).await) }
         });
         let builder = builder.clone();
         tokio::spawn(async move {
@@ -319,18 +359,52 @@ fn local(listener: &TcpListener) -> String {
 }
 
 async fn accepted_stream(
-    accepted: std::io::Result<(tokio::net::TcpStream, std::net::SocketAddr)>,
-) -> Option<tokio::net::TcpStream> {
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+) -> Option<(TcpStream, SocketAddr)> {
     match accepted {
-        Ok((stream, _)) => {
+        Ok((stream, peer)) => {
             let _ = stream.set_nodelay(true);
-            Some(stream)
+            Some((stream, peer))
         }
         Err(e) => {
             tracing::warn!(error = %e, "accept failed");
             tokio::time::sleep(ACCEPT_BACKOFF).await;
             None
         }
+    }
+}
+
+/// Loads the configuration again on every SIGHUP, from the process's own command line,
+/// environment and file, and sends it (or why it did not load) to `reloads`. Ends when the
+/// receiver is gone.
+pub async fn reload_signal(reloads: mpsc::Sender<Reload>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reloads need a restart");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: loading the configuration again");
+            // Reading the file blocks; it is small, but not worth a runtime thread.
+            let loaded = tokio::task::spawn_blocking(|| Config::load(std::env::args_os())).await;
+            let loaded = loaded.unwrap_or_else(|e| {
+                Err(ConfigError::Invalid(format!(
+                    "the configuration could not be loaded: {e}"
+                )))
+            });
+            if reloads.send(loaded).await.is_err() {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloads;
     }
 }
 

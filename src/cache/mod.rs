@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use crate::auth::Fingerprint;
 use crate::config::{AuthMode, Config};
 use crate::image::Protocol;
+use crate::tunable::TunableDuration;
 
 mod entry;
 mod header_sets;
@@ -80,6 +81,12 @@ const GENERATION_STRIPES: usize = 4096;
 /// Slots of the refresh-ahead claim table.
 const REFRESH_CLAIM_SLOTS: usize = 4096;
 
+/// How long an entry can be of use under `config`: fresh, then stale while the upstream
+/// fails (a 404 only fresh).
+fn retention(config: &Config) -> Duration {
+    (config.ttl + config.stale_if_error).max(config.negative_ttl)
+}
+
 /// A point in the invalidation history of one image ID, taken before a fetch starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Generation(u64);
@@ -91,22 +98,26 @@ pub struct ImageCache {
     purges: AtomicU64,
     refresh_claims: Box<[AtomicU64]>,
     revocations: Revocations,
-    ttl: Duration,
-    stale_if_error: Duration,
-    negative_ttl: Duration,
+    ttl: TunableDuration,
+    stale_if_error: TunableDuration,
+    negative_ttl: TunableDuration,
+    /// How long moka keeps any entry, fixed when it is built: the longest an entry's
+    /// freshness and stale window together can last.
+    retention: Duration,
     auth_mode: AuthMode,
 }
 
 impl ImageCache {
     /// A cache sized and timed by `config`; `on_evict` hears every removal with its cause.
     pub fn new(config: &Config, on_evict: impl Fn(RemovalCause) + Send + Sync + 'static) -> Self {
+        let retention = retention(config);
         let entries = Cache::builder()
             .max_capacity(config.max_capacity)
             .weigher(|id: &ImageKey, entry: &Arc<Entry>| entry.weight(id))
             // One time-to-live for every entry, long enough for the longest-lived kind; each
             // lookup checks the entry's own window. moka's per-entry expiry would cost a
             // timer-wheel node per entry, about 20 bytes.
-            .time_to_live((config.ttl + config.stale_if_error).max(config.negative_ttl))
+            .time_to_live(retention)
             .eviction_listener(move |_, _, cause| on_evict(cause))
             .build();
         ImageCache {
@@ -118,16 +129,36 @@ impl ImageCache {
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             revocations: Revocations::new(),
-            ttl: config.ttl,
-            stale_if_error: config.stale_if_error,
-            negative_ttl: config.negative_ttl,
+            ttl: TunableDuration::new(config.ttl),
+            stale_if_error: TunableDuration::new(config.stale_if_error),
+            negative_ttl: TunableDuration::new(config.negative_ttl),
+            retention,
             auth_mode: config.auth_mode,
         }
     }
 
+    /// Takes the freshness settings of a reloaded configuration: entries stored from now on
+    /// follow them, and lookups hold every entry against the new stale-if-error window and
+    /// grants against the new TTL. Returns what cannot take effect without a restart: moka's
+    /// retention is fixed when the cache is built, so a window longer than it is cut to it.
+    pub fn retune(&self, config: &Config) -> Option<String> {
+        self.ttl.set(config.ttl);
+        self.stale_if_error.set(config.stale_if_error);
+        self.negative_ttl.set(config.negative_ttl);
+        let wanted = retention(config);
+        (wanted > self.retention).then(|| {
+            format!(
+                "entries are kept at most {} (the longest of ttl + stale-if-error and \
+                 negative-ttl at start-up); the new {} takes a restart to take effect in full",
+                humantime::format_duration(self.retention),
+                humantime::format_duration(wanted),
+            )
+        })
+    }
+
     /// Whether `--negative-ttl` asks for 404s to be stored.
     pub fn stores_not_found(&self) -> bool {
-        !self.negative_ttl.is_zero()
+        !self.negative_ttl.get().is_zero()
     }
 
     fn stripe(&self, id: &str) -> &AtomicU64 {
@@ -160,16 +191,17 @@ impl ImageCache {
             return Lookup::Miss;
         };
         if entry.is_fresh(now) {
-            if self.may_read(&entry, who, now, self.ttl) {
+            if self.may_read(&entry, who, now, self.ttl.get()) {
                 return Lookup::Fresh(entry);
             }
             return Lookup::Miss;
         }
         // A stale entry is only worth anything while the upstream fails; its reader must
         // still have been granted it inside the same window.
+        let stale_if_error = self.stale_if_error.get();
         if entry.kind == EntryKind::Ready
-            && now < entry.fresh_until() + self.stale_if_error
-            && self.may_read(&entry, who, now, self.ttl + self.stale_if_error)
+            && now < entry.fresh_until() + stale_if_error
+            && self.may_read(&entry, who, now, self.ttl.get() + stale_if_error)
         {
             return Lookup::Stale(entry);
         }
@@ -222,10 +254,10 @@ impl ImageCache {
                 let Some(grant) = entry.grants.iter().find(|g| Some(g.who) == who) else {
                     return false;
                 };
-                ((grant.at + self.ttl).min(entry_end), grant.at)
+                ((grant.at + self.ttl.get()).min(entry_end), grant.at)
             }
         };
-        let window = self.ttl.mul_f64(f64::from(percent) / 100.0);
+        let window = self.ttl.get().mul_f64(f64::from(percent) / 100.0);
         if now >= end || end - now > window {
             return false;
         }
@@ -273,10 +305,10 @@ impl ImageCache {
         generation: Generation,
     ) -> bool {
         let fresh_for = match new.kind {
-            EntryKind::Ready => self.ttl,
-            EntryKind::NotFound => self.negative_ttl,
+            EntryKind::Ready => self.ttl.get(),
+            EntryKind::NotFound => self.negative_ttl.get(),
         };
-        let grant_life = self.ttl + self.stale_if_error;
+        let grant_life = self.ttl.get() + self.stale_if_error.get();
         let result = self
             .entries
             .entry(key(protocol, id))
@@ -382,7 +414,7 @@ impl ImageCache {
             };
             allowed |= found.is_some_and(|entry| {
                 entry.kind == EntryKind::NotFound
-                    || self.may_read(&entry, who, now, self.ttl + self.stale_if_error)
+                    || self.may_read(&entry, who, now, self.ttl.get() + self.stale_if_error.get())
             });
         }
         if !allowed {

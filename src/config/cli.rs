@@ -14,7 +14,11 @@ use super::env::env_name;
 use super::settings::{Kind, Setting, SETTINGS};
 use super::ConfigError;
 
-/// The `baremetal-image-cache` command: one `--KEY` per setting of the table.
+/// The flag that asks for the configuration to be checked and shown rather than run.
+const CHECK_CONFIG: &str = "check-config";
+
+/// The `baremetal-image-cache` command: one `--KEY` per setting of the table, and
+/// `--check-config`.
 pub(super) fn command() -> Command {
     let mut command = Command::new("baremetal-image-cache")
         .version(env!("CARGO_PKG_VERSION"))
@@ -22,7 +26,23 @@ pub(super) fn command() -> Command {
     for setting in SETTINGS {
         command = command.arg(arg(setting));
     }
-    command
+    command.arg(
+        Arg::new(CHECK_CONFIG)
+            .long(CHECK_CONFIG)
+            .action(ArgAction::SetTrue)
+            .help(
+                "Load and check the configuration (files included), print it with where each \
+                 value came from and every secret redacted, and exit: 0 if it is valid, 2 if not",
+            ),
+    )
+}
+
+/// What the command line asks for.
+pub(super) struct CommandLine {
+    /// The values given, by key.
+    pub(super) values: BTreeMap<&'static str, String>,
+    /// `--check-config`.
+    pub(super) check_only: bool,
 }
 
 fn arg(setting: &'static Setting) -> Arg {
@@ -57,9 +77,9 @@ fn help(setting: &Setting) -> String {
     help
 }
 
-/// The values given on the command line, by key. `--help`, `--version` and what clap
-/// refuses (an unknown flag, a flag given twice) come back as [`ConfigError::Cli`].
-pub(super) fn parse<I, T>(args: I) -> Result<BTreeMap<&'static str, String>, ConfigError>
+/// What the command line gives. `--help`, `--version` and what clap refuses (an unknown
+/// flag, a flag given twice) come back as [`ConfigError::Cli`].
+pub(super) fn parse<I, T>(args: I) -> Result<CommandLine, ConfigError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -76,7 +96,10 @@ where
             flags.insert(setting.key, value.clone());
         }
     }
-    Ok(flags)
+    Ok(CommandLine {
+        values: flags,
+        check_only: matches.get_flag(CHECK_CONFIG),
+    })
 }
 
 #[cfg(test)]
@@ -97,11 +120,20 @@ mod tests {
             "--redis-cluster",
             "--listen=localhost:1",
         ])
+        .map(|line| line.values)
         .unwrap_or_default();
         assert_eq!(flags.get("ttl").map(String::as_str), Some("-5s"));
         assert_eq!(flags.get("redis-cluster").map(String::as_str), Some("true"));
         assert_eq!(flags.get("listen").map(String::as_str), Some("localhost:1"));
         assert_eq!(flags.len(), 3);
+    }
+
+    #[test]
+    fn check_config_is_an_action_not_a_setting() {
+        let line = parse(["bic", "--check-config", "--ttl", "5s"]).ok();
+        assert!(line.as_ref().is_some_and(|l| l.check_only));
+        assert_eq!(line.map(|l| l.values.len()), Some(1));
+        assert!(parse(["bic"]).is_ok_and(|l| !l.check_only));
     }
 
     #[test]

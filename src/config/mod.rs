@@ -29,9 +29,11 @@
 //! configuration error ends the binary with exit code 2.
 
 mod cli;
+mod effective;
 mod env;
 mod file;
 mod parse;
+mod reconcile;
 mod settings;
 mod sources;
 mod validate;
@@ -48,6 +50,8 @@ use std::time::Duration;
 use http::uri::{Authority, Scheme};
 use serde::Deserialize;
 
+pub use effective::Effective;
+pub use reconcile::Reconciled;
 pub use settings::{Change, Kind, Setting, SETTINGS};
 
 use sources::{Resolver, Sources};
@@ -105,6 +109,10 @@ impl fmt::Display for UpstreamUrl {
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// The file `admin_token` was read from (read again on reload).
+    pub admin_token_file: Option<PathBuf>,
+    /// The bearer token purges need; without one only loopback clients may purge.
+    pub admin_token: Option<Secret>,
     pub upstream: UpstreamUrl,
     pub ttl: Duration,
     pub stale_if_error: Duration,
@@ -118,6 +126,8 @@ pub struct Config {
     pub max_waiters: usize,
     pub shutdown_grace: Duration,
     pub log_format: LogFormat,
+    /// The log filter (`RUST_LOG` syntax); `None`: `RUST_LOG`, else `info`.
+    pub log_filter: Option<String>,
     /// Refresh a READY entry in the background when a hit finds it in the last this-many
     /// percent of its TTL; 0 = off.
     pub refresh_ahead: u8,
@@ -239,10 +249,28 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// A configuration as loaded, with what the command line asked for and how to show it.
+pub struct Loaded {
+    pub config: Config,
+    /// Every setting's value and where it came from, secrets redacted.
+    pub effective: Effective,
+    /// `--check-config`: show the configuration and exit rather than run.
+    pub check_only: bool,
+}
+
 impl Config {
     /// Loads the configuration from these arguments (the first is the program name), the
     /// process environment and the file that `--config` names.
     pub fn load<I, T>(args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Config::load_all(args).map(|loaded| loaded.config)
+    }
+
+    /// [`Config::load`], with the effective values and `--check-config`.
+    pub fn load_all<I, T>(args: I) -> Result<Loaded, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
@@ -266,19 +294,25 @@ impl Config {
 fn load_from<I, T>(
     args: I,
     vars: impl IntoIterator<Item = (OsString, OsString)>,
-) -> Result<Config, ConfigError>
+) -> Result<Loaded, ConfigError>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    let command_line = cli::parse(args)?;
     let sources = Sources {
-        flags: cli::parse(args)?,
+        flags: command_line.values,
         env: env::read(vars)?,
         file: None,
     };
     let mut resolver = Resolver::new(sources);
     resolver.read_file()?;
-    resolve(&mut resolver)
+    let config = resolve(&mut resolver)?;
+    Ok(Loaded {
+        config,
+        effective: Effective::new(resolver.resolved()),
+        check_only: command_line.check_only,
+    })
 }
 
 fn resolve(resolver: &mut Resolver) -> Result<Config, ConfigError> {
@@ -322,9 +356,16 @@ fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
             client_cert: validate::client_cert(cert, key).map_err(|p| r.problem(p))?,
         }),
     };
+    let admin_token_file = r.path("admin-token-file")?;
+    let admin_token = match &admin_token_file {
+        Some(path) => Some(validate::admin_token(path).map_err(|p| r.problem(p))?),
+        None => None,
+    };
     Ok(Config {
         listen: r.addr("listen")?,
         admin_listen: r.addr("admin-listen")?,
+        admin_token_file,
+        admin_token,
         upstream: r.upstream("upstream")?,
         ttl: r.duration("ttl")?,
         stale_if_error: r.duration("stale-if-error")?,
@@ -338,6 +379,7 @@ fn build(r: &mut Resolver) -> Result<Config, ConfigError> {
         max_waiters: r.count("max-waiters")?,
         shutdown_grace: r.duration("shutdown-grace")?,
         log_format: r.choice("log-format")?,
+        log_filter: r.text("log-filter")?,
         refresh_ahead: r.percent("refresh-ahead")?,
         max_header_size: r.bytes("max-header-size")?,
         max_headers: r.count("max-headers")?,

@@ -176,6 +176,15 @@ pub const SETTINGS: &[Setting] = &[
         Kind::Addr,
         "Admin listener: metrics, health, readiness, purge",
     ),
+    // Read again by a reload, so that a token can be rotated without a restart.
+    live(
+        "admin-token-file",
+        "FILE",
+        None,
+        Kind::Path,
+        "File holding the bearer token that purges (DELETE /cache...) on the admin listener need; \
+         without it only loopback clients may purge",
+    ),
     restart(
         "upstream",
         "URL",
@@ -232,7 +241,8 @@ pub const SETTINGS: &[Setting] = &[
         duration(MS, HOUR),
         "Deadline for the whole upstream exchange",
     ),
-    live(
+    // Part of the upstream client's connector, built once like the client itself.
+    restart(
         "connect-timeout",
         "DURATION",
         Some("3s"),
@@ -260,12 +270,23 @@ pub const SETTINGS: &[Setting] = &[
         duration(Duration::ZERO, HOUR),
         "How long SIGTERM waits for in-flight requests",
     ),
-    live(
+    restart(
         "log-format",
         "FORMAT",
         Some("text"),
         Kind::Choice(&["text", "json"]),
-        "text or json; the filter comes from RUST_LOG",
+        "text or json",
+    ),
+    live(
+        "log-filter",
+        "FILTER",
+        None,
+        Kind::Text {
+            min: 1,
+            max: Some(4096),
+        },
+        "Which events are logged, as RUST_LOG writes it (`info`, `warn,baremetal_image_cache=debug`); \
+         without it RUST_LOG, else info",
     ),
     live(
         "refresh-ahead",
@@ -303,14 +324,15 @@ pub const SETTINGS: &[Setting] = &[
         duration(MS, HOUR),
         "Longest pause in a request body; past it: 408, and the upstream exchange is cut",
     ),
-    live(
+    // Both are sized against the file-descriptor limit when the listeners start.
+    restart(
         "max-connections",
         "N",
         Some("10000"),
         count(1, 1_000_000),
         "Concurrent client connections; past it: 503 and close",
     ),
-    live(
+    restart(
         "max-upstream-requests",
         "N",
         Some("512"),

@@ -91,8 +91,8 @@ impl Sources {
 /// table; a key that is not there, or of another kind, is a bug that the unit tests catch.
 pub(super) struct Resolver {
     sources: Sources,
-    /// Every key read, with where its value came from (`None`: no value anywhere).
-    read: BTreeMap<&'static str, Option<Origin>>,
+    /// Every key read, with its text and where it came from (`None`: no value anywhere).
+    read: BTreeMap<&'static str, Option<(String, Origin)>>,
 }
 
 impl Resolver {
@@ -124,10 +124,19 @@ impl Resolver {
         self.read.keys().copied()
     }
 
+    /// Each setting read, in the table's order, with the text that won and where it came
+    /// from (`None`: no value anywhere).
+    pub(super) fn resolved(&self) -> Vec<(&'static Setting, Option<(String, Origin)>)> {
+        settings::SETTINGS
+            .iter()
+            .filter_map(|setting| Some((setting, self.read.get(setting.key)?.clone())))
+            .collect()
+    }
+
     /// A problem found after parsing, named by where the value came from.
     pub(super) fn problem(&self, problem: Problem) -> ConfigError {
         match self.read.get(problem.key) {
-            Some(Some(origin)) => ConfigError::Invalid(format!("{origin}: {}", problem.why)),
+            Some(Some((_, origin))) => ConfigError::Invalid(format!("{origin}: {}", problem.why)),
             _ => ConfigError::Invalid(format!("{}: {}", problem.key, problem.why)),
         }
     }
@@ -136,8 +145,7 @@ impl Resolver {
     fn get(&mut self, key: &'static str) -> Result<Option<Value>, ConfigError> {
         let setting = settings::setting(key).ok_or_else(|| internal(key, "is not in the table"))?;
         let raw = self.sources.raw(setting)?;
-        self.read
-            .insert(key, raw.as_ref().map(|(_, origin)| origin.clone()));
+        self.read.insert(key, raw.clone());
         let Some((text, origin)) = raw else {
             return Ok(None);
         };

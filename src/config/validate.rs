@@ -6,12 +6,12 @@
 //! Loading already held each value against its range, naming where it came from; the
 //! range checks of [`Config::validate`] are for a `Config` built in code.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::parse::{show_count, show_duration, show_size};
 use super::settings::{setting, Kind};
-use super::{Config, ConfigError, RedisConfig};
+use super::{Config, ConfigError, RedisConfig, Secret};
 
 /// A value to hold against a setting's range.
 #[derive(Clone, Copy, Debug)]
@@ -145,6 +145,9 @@ impl Config {
         if let Some(redis) = &self.redis {
             redis.check()?;
         }
+        if let Some(filter) = &self.log_filter {
+            log_filter(filter)?;
+        }
         Ok(())
     }
 
@@ -181,6 +184,9 @@ impl Config {
                 Measure::Count(u64::from(self.upstream_retries)),
             ),
         ];
+        if let Some(filter) = &self.log_filter {
+            measures.push(("log-filter", Measure::Chars(filter.chars().count())));
+        }
         if let Some(redis) = &self.redis {
             measures.push(("redis-timeout", Measure::Duration(redis.timeout)));
             measures.push(("redis-lease", Measure::Duration(redis.lease)));
@@ -235,6 +241,59 @@ impl RedisConfig {
         }
         Ok(())
     }
+}
+
+/// Shortest admin token: a shorter one could be guessed by anyone who can reach the admin
+/// listener.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+/// Longest admin token file: a token is a line, not a document.
+const MAX_ADMIN_TOKEN_FILE: u64 = 4096;
+
+/// The token in `path`: its first line, without surrounding white space (what `echo` or an
+/// editor leaves), at least [`MIN_ADMIN_TOKEN_LEN`] visible ASCII characters. What the file
+/// holds is never quoted.
+pub(super) fn admin_token(path: &Path) -> Result<Secret, Problem> {
+    let refuse = |why: String| Problem {
+        key: "admin-token-file",
+        why,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?
+        .len();
+    if size > MAX_ADMIN_TOKEN_FILE {
+        return Err(refuse(format!(
+            "{} is {size} bytes; a token file holds one line of at most {MAX_ADMIN_TOKEN_FILE}",
+            path.display()
+        )));
+    }
+    let text =
+        std::fs::read(path).map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    let token = text.trim_ascii();
+    if token.iter().any(|b| !b.is_ascii_graphic()) {
+        return Err(refuse(format!(
+            "{} must hold one token of visible ASCII characters (as an Authorization header \
+             carries it), nothing else",
+            path.display()
+        )));
+    }
+    if token.len() < MIN_ADMIN_TOKEN_LEN {
+        return Err(refuse(format!(
+            "the token in {} must be at least {MIN_ADMIN_TOKEN_LEN} characters",
+            path.display()
+        )));
+    }
+    Ok(Secret(String::from_utf8_lossy(token).into_owned()))
+}
+
+/// Whether `filter` is a log filter `RUST_LOG` would take.
+pub(super) fn log_filter(filter: &str) -> Result<(), Problem> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(filter)
+        .map(drop)
+        .map_err(|e| Problem {
+            key: "log-filter",
+            why: format!("is not a log filter: {e}"),
+        })
 }
 
 /// The client certificate and its key: both or neither (`RedisConfig` holds them as a

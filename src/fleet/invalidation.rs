@@ -53,7 +53,7 @@ impl Fleet {
             .arg(1 + values.len())
             .arg(self.keys.generation(id))
             .arg(&values[..])
-            .arg(self.generation_life.as_millis() as u64);
+            .arg(self.generation_life.get().as_millis() as u64);
         let deleted: Result<i64, Unavailable> = self.commands.run_ok(L2Op::Delete, &script).await;
         deleted.is_ok() && self.announce("invalidate", id).await
     }
@@ -88,7 +88,7 @@ impl Fleet {
             .arg(1 + values.len())
             .arg(self.keys.generation(id))
             .arg(&values[..])
-            .arg(self.generation_life.as_millis() as u64)
+            .arg(self.generation_life.get().as_millis() as u64)
             .arg(values.len());
         let invalidated: Result<i64, Unavailable> =
             self.commands.run_ok(L2Op::Delete, &script).await;
@@ -114,7 +114,7 @@ impl Fleet {
             script.arg(self.keys.grant(id, record));
         }
         script
-            .arg(self.generation_life.as_millis() as u64)
+            .arg(self.generation_life.get().as_millis() as u64)
             .arg(values.len());
         let invalidated: Result<i64, Unavailable> =
             self.commands.run_ok(L2Op::Delete, &script).await;

@@ -175,7 +175,7 @@ impl Fleet {
             Accept::Fresh => true,
             Accept::Newer { value, .. } => age < value,
         };
-        if age >= self.ttl || !young_enough || produced_ms < purged_before {
+        if age >= self.ttl.get() || !young_enough || produced_ms < purged_before {
             return (L2Result::Miss, None);
         }
         let granted_age = match reader {
@@ -193,7 +193,7 @@ impl Fleet {
             }
             _ => true,
         };
-        if granted_age >= self.ttl || !checked_since {
+        if granted_age >= self.ttl.get() || !checked_since {
             return (L2Result::Miss, None);
         }
         let answer = SharedAnswer {
@@ -371,7 +371,7 @@ impl Fleet {
         produced: SystemTime,
         ticket: Ticket,
     ) {
-        let left = self.ttl.saturating_sub(answer.age);
+        let left = self.ttl.get().saturating_sub(answer.age);
         let px = left.as_millis() as u64;
         let mut ending = Ending::Failed;
         if let (Some(generation), true) = (&ticket.generation, px > 0) {

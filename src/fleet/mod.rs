@@ -40,6 +40,7 @@ use tokio::sync::broadcast;
 use crate::auth::GrantHasher;
 use crate::config::{redacted_url, AuthMode, RedisConfig};
 use crate::metrics::L2Metrics;
+use crate::tunable::TunableDuration;
 
 mod codec;
 mod commands;
@@ -105,10 +106,11 @@ pub struct Fleet {
     keys: Keys,
     grants: Option<GrantHasher>,
     auth_mode: AuthMode,
-    ttl: Duration,
+    /// `--ttl`: how long a shared value or grant is good for (a reload may change it).
+    ttl: TunableDuration,
     timeout: Duration,
     lease: Duration,
-    generation_life: Duration,
+    generation_life: TunableDuration,
     filled: broadcast::Sender<Arc<str>>,
     /// Values and grants produced before this (Unix ms) were purged.
     purged_before: AtomicU64,
@@ -150,6 +152,12 @@ fn generation_life(ttl: Duration) -> Duration {
 }
 
 impl Fleet {
+    /// Takes a reloaded `--ttl`: values and grants shared from now on are kept that long.
+    pub fn retune(&self, ttl: Duration) {
+        self.ttl.set(ttl);
+        self.generation_life.set(generation_life(ttl));
+    }
+
     /// A tier for `config`. Nothing is sent until it is used, so a Redis that is down at
     /// start-up only means misses until it is up.
     pub fn new(
@@ -229,10 +237,10 @@ impl Fleet {
                 .as_ref()
                 .map(|key| GrantHasher::new(key.expose())),
             auth_mode,
-            ttl,
+            ttl: TunableDuration::new(ttl),
             timeout: config.timeout,
             lease: config.lease,
-            generation_life: generation_life(ttl),
+            generation_life: TunableDuration::new(generation_life(ttl)),
             filled,
             purged_before: AtomicU64::new(0),
             missed_messages: AtomicBool::new(false),

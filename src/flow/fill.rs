@@ -144,7 +144,7 @@ impl Flow {
                     // Half of the time left at most, so that a fetch of our own still fits.
                     let now = Instant::now();
                     let wait_until = now + deadline.saturating_duration_since(now) / 2;
-                    let max_entry_size = self.max_entry_size;
+                    let max_entry_size = self.max_entry_size();
                     let usable = |id: &str, answer: &SharedAnswer| {
                         answer.body.len() <= max_entry_size && front.is_ready(id, answer)
                     };
@@ -277,7 +277,7 @@ impl Flow {
         let received_at = Instant::now();
         let (body, trailers) = match self
             .upstream
-            .read_limited(RouteKind::ImageGet, body, self.max_entry_size, deadline)
+            .read_limited(RouteKind::ImageGet, body, self.max_entry_size(), deadline)
             .await
         {
             Err(err) => return failed(err),

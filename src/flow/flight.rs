@@ -7,6 +7,7 @@
 //! one member leads a new fetch), or it fetches on its own (the answer was too big to hold,
 //! or not its to take).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -103,7 +104,7 @@ impl Flow {
         forward: Forward,
     ) -> Reply {
         let id: Arc<str> = Arc::from(request.id);
-        let fetch_deadline = request.started + self.upstream_timeout;
+        let fetch_deadline = request.started + self.upstream.timeout();
         let miss = Miss {
             front: request.front,
             key: self.flight_key(request.front.protocol(), &id, who),
@@ -281,14 +282,15 @@ impl Flow {
         entry: &Entry,
         who: Option<Fingerprint>,
     ) {
-        if self.refresh_ahead == 0
+        let percent = self.refresh_ahead.load(Ordering::Relaxed);
+        if percent == 0
             || !self.cache.claim_refresh(
                 request.front.protocol(),
                 request.id,
                 entry,
                 who,
                 request.started,
-                self.refresh_ahead,
+                percent,
             )
         {
             return;
@@ -311,7 +313,7 @@ impl Flow {
         let flow = self.clone();
         let front = request.front.clone();
         let headers = request.front.fill_headers(request.headers);
-        let deadline = Instant::now() + self.upstream_timeout;
+        let deadline = Instant::now() + self.upstream.timeout();
         tokio::spawn(async move {
             // Nobody streams an oversized refresh: dropping the receiver drops the body.
             let (hand_over, _) = oneshot::channel();

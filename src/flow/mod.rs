@@ -12,8 +12,8 @@
 //! The front-ends tell the flow what their protocol needs through [`FrontEnd`]: which
 //! protocol it is, the upstream request of a fill, and a [`Verdict`] on each answer.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{response, HeaderMap, Request};
 use tokio::time::Instant;
@@ -28,6 +28,7 @@ use crate::http::headers::{replayable, wants_no_cache};
 use crate::image::Protocol;
 use crate::metrics::Metrics;
 use crate::outcome::{Forward, Outcome};
+use crate::tunable::TunableCount;
 use crate::upstream::{RequestBody, Upstream, UpstreamError};
 
 mod fallback;
@@ -111,9 +112,9 @@ pub struct Flow {
     metrics: Arc<Metrics>,
     fleet: Option<Arc<Fleet>>,
     auth_mode: AuthMode,
-    max_entry_size: usize,
-    refresh_ahead: u8,
-    upstream_timeout: Duration,
+    max_entry_size: TunableCount,
+    /// `--refresh-ahead`, in percent of the TTL.
+    refresh_ahead: AtomicU8,
 }
 
 impl Flow {
@@ -122,7 +123,6 @@ impl Flow {
             let metrics = metrics.clone();
             move |cause| metrics.evicted(removal_cause_label(cause))
         };
-        let max_entry_size = usize::try_from(config.max_entry_size).unwrap_or(usize::MAX);
         let fleet = match &config.redis {
             None => None,
             Some(redis) => {
@@ -144,9 +144,8 @@ impl Flow {
             metrics,
             fleet,
             auth_mode: config.auth_mode,
-            max_entry_size,
-            refresh_ahead: config.refresh_ahead,
-            upstream_timeout: config.upstream_timeout,
+            max_entry_size: TunableCount::new(config.max_entry_size),
+            refresh_ahead: AtomicU8::new(config.refresh_ahead),
         });
         if let Some(fleet) = &flow.fleet {
             fleet.listen(Arc::downgrade(&flow), |flow: Arc<Flow>, id| async move {
@@ -155,6 +154,27 @@ impl Flow {
             fleet.retry_unsent();
         }
         Ok(flow)
+    }
+
+    /// Takes the settings of a reloaded configuration that the flow reads per request:
+    /// freshness, refresh-ahead, the largest entry, waiter limits and the upstream's timeout
+    /// and retries. Returns what cannot take effect in full without a restart.
+    pub fn retune(&self, config: &Config) -> Vec<String> {
+        self.max_entry_size.set(config.max_entry_size);
+        self.refresh_ahead
+            .store(config.refresh_ahead, Ordering::Relaxed);
+        self.flights
+            .set_limits(config.max_waiters_per_key, config.max_waiters);
+        self.upstream.retune(config);
+        if let Some(fleet) = &self.fleet {
+            fleet.retune(config.ttl);
+        }
+        self.cache.retune(config).into_iter().collect()
+    }
+
+    /// `--max-entry-size`.
+    fn max_entry_size(&self) -> usize {
+        self.max_entry_size.get_usize()
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {

@@ -13,11 +13,11 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::error::BoxError;
 use crate::flow::{Flow, FrontEnd, ImageGet, Reply};
 use crate::http::headers::{ensure_request_id, X_REQUEST_ID};
-use crate::http::upload::{receive, Received, Upload, UploadLimits};
+use crate::http::limits::RequestLimits;
+use crate::http::upload::{receive, Received, Upload};
 use crate::http::ProxyBody;
 use crate::image::Protocol;
 use crate::metrics::{Rejection, RequestEvent};
@@ -56,20 +56,15 @@ enum Call {
 pub struct Grpc {
     flow: Arc<Flow>,
     front: Arc<dyn FrontEnd>,
-    upload_limits: UploadLimits,
-    max_headers: usize,
+    limits: Arc<RequestLimits>,
 }
 
 impl Grpc {
-    pub fn new(config: &Config, flow: Arc<Flow>) -> Arc<Grpc> {
+    pub fn new(flow: Arc<Flow>, limits: Arc<RequestLimits>) -> Arc<Grpc> {
         Arc::new(Grpc {
             flow,
             front: Arc::new(GrpcImages),
-            upload_limits: UploadLimits {
-                max: config.max_request_body,
-                idle: config.request_body_timeout,
-            },
-            max_headers: config.max_headers,
+            limits,
         })
     }
 
@@ -90,7 +85,7 @@ impl Grpc {
         let (call, body, watch): (Call, RequestBody, _) = if is_read_whole(parts.uri.path()) {
             // A unary call's message is small: read it whole (within the limits on uploads),
             // so the cacheable Get and the mutations can be told by what they ask for.
-            match receive(body, self.upload_limits).await {
+            match receive(body, self.limits.uploads()).await {
                 Ok(Received::Whole(bytes)) => (
                     classify(parts.uri.path(), &bytes, &parts.headers),
                     Full::new(bytes).map_err(|never| match never {}).boxed(),
@@ -109,7 +104,7 @@ impl Grpc {
         } else {
             // Any other call may stream both ways: its client may wait for an answer before
             // it ends its body, so nothing of it is held back.
-            let stream = Upload::streamed(body, self.upload_limits);
+            let stream = Upload::streamed(body, self.limits.uploads());
             let watch = stream.watch();
             (
                 Call::Other,
@@ -157,7 +152,7 @@ impl Grpc {
 
     /// A call the proxy does not take at all: too much metadata, or not a POST.
     fn refuse<B>(&self, request: &Request<B>) -> Option<Response<ProxyBody>> {
-        if request.headers().len() > self.max_headers {
+        if request.headers().len() > self.limits.max_headers() {
             self.flow.metrics().rejected(Rejection::Headers);
             return Some(trailers_only(
                 Code::ResourceExhausted,

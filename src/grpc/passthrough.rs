@@ -145,7 +145,7 @@ impl Grpc {
                     Code::ResourceExhausted,
                     &format!(
                         "the call's messages are larger than the proxy's limit of {} bytes",
-                        self.upload_limits.max
+                        self.limits.uploads().max
                     ),
                 )
             }

@@ -77,10 +77,14 @@ pub enum Rejection {
     Target,
     /// The admin listener's connection cap reached.
     AdminConnections,
+    /// A purge without the admin token (`--admin-token-file`), or with a wrong one.
+    AdminUnauthorized,
+    /// A purge from a client not on loopback, with no admin token configured.
+    AdminForbidden,
 }
 
 impl Rejection {
-    pub const ALL: [Rejection; 9] = [
+    pub const ALL: [Rejection; 11] = [
         Rejection::Connections,
         Rejection::UpstreamBusy,
         Rejection::Waiters,
@@ -90,6 +94,8 @@ impl Rejection {
         Rejection::NotImplemented,
         Rejection::Target,
         Rejection::AdminConnections,
+        Rejection::AdminUnauthorized,
+        Rejection::AdminForbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -103,6 +109,8 @@ impl Rejection {
             Rejection::NotImplemented => "not_implemented",
             Rejection::Target => "target",
             Rejection::AdminConnections => "admin_connections",
+            Rejection::AdminUnauthorized => "admin_unauthorized",
+            Rejection::AdminForbidden => "admin_forbidden",
         }
     }
 }

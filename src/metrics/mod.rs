@@ -20,9 +20,11 @@ use crate::route::RouteKind;
 
 mod l2;
 mod labels;
+mod reloads;
 
 pub use l2::{FleetMessage, FleetWait, L2Metrics, L2Op, L2Result};
 pub use labels::{grpc_status_label, status_label, InvalidationReason, Rejection, GRPC_STATUSES};
+pub use reloads::ReloadMetrics;
 
 const PREFIX: &str = "baremetal_image_cache";
 
@@ -88,6 +90,7 @@ pub struct Metrics {
     rejected: IntCounterVec,
     refreshes: IntCounter,
     l2: L2Metrics,
+    reloads: ReloadMetrics,
 }
 
 pub(crate) fn name(short: &str) -> String {
@@ -289,6 +292,7 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         let l2 = L2Metrics::new(&registry)?;
+        let reloads = ReloadMetrics::new(&registry)?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -312,7 +316,13 @@ impl Metrics {
             rejected,
             refreshes,
             l2,
+            reloads,
         })
+    }
+
+    /// The configuration reloads' metrics.
+    pub fn reloads(&self) -> &ReloadMetrics {
+        &self.reloads
     }
 
     /// The Redis second tier's metrics.

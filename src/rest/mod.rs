@@ -10,13 +10,12 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::flow::{Flow, FrontEnd, ImageGet, Reply};
 use crate::http::admission::admit;
 use crate::http::body::ProxyBody;
 use crate::http::errors::api_error;
 use crate::http::headers::{ensure_request_id, X_REQUEST_ID};
-use crate::http::upload::UploadLimits;
+use crate::http::limits::RequestLimits;
 use crate::image::Protocol;
 use crate::metrics::RequestEvent;
 use crate::route::{classify, Route};
@@ -30,20 +29,15 @@ pub use images::RestImages;
 pub struct Rest {
     flow: Arc<Flow>,
     front: Arc<dyn FrontEnd>,
-    upload_limits: UploadLimits,
-    max_headers: usize,
+    limits: Arc<RequestLimits>,
 }
 
 impl Rest {
-    pub fn new(config: &Config, flow: Arc<Flow>) -> Arc<Rest> {
+    pub fn new(flow: Arc<Flow>, limits: Arc<RequestLimits>) -> Arc<Rest> {
         Arc::new(Rest {
             flow,
             front: Arc::new(RestImages),
-            upload_limits: UploadLimits {
-                max: config.max_request_body,
-                idle: config.request_body_timeout,
-            },
-            max_headers: config.max_headers,
+            limits,
         })
     }
 
@@ -63,7 +57,7 @@ impl Rest {
             request.method(),
             request.uri(),
             request.headers(),
-            self.max_headers,
+            self.limits.max_headers(),
         ) {
             self.flow.metrics().rejected(refusal.rejection());
             let (status, code, message) = refusal.answer();

@@ -49,7 +49,7 @@ impl Rest {
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(HOST);
         let request_id = request_id_of(&parts.headers).to_string();
-        if content_length(&parts.headers).is_some_and(|len| len > self.upload_limits.max) {
+        if content_length(&parts.headers).is_some_and(|len| len > self.limits.uploads().max) {
             return self.upload_refused(UploadFailure::TooLarge);
         }
         let who = self.flow.fingerprint(&parts.headers);
@@ -59,7 +59,7 @@ impl Rest {
         });
         // A small body is read whole before anything goes upstream, so a client that
         // stalls holds no upstream slot; a big one streams under the same limits.
-        let (body, watch) = match receive(body, self.upload_limits).await {
+        let (body, watch) = match receive(body, self.limits.uploads()).await {
             Ok(Received::Whole(bytes)) => (
                 Full::new(bytes).map_err(|never| match never {}).boxed(),
                 None,
@@ -125,7 +125,7 @@ impl Rest {
                     8,
                     &format!(
                         "the request body is larger than the proxy's limit of {} bytes",
-                        self.upload_limits.max
+                        self.limits.uploads().max
                     ),
                 )
             }
@@ -136,7 +136,7 @@ impl Rest {
                     4,
                     &format!(
                         "the request body paused for longer than {}",
-                        humantime::format_duration(self.upload_limits.idle)
+                        humantime::format_duration(self.limits.uploads().idle)
                     ),
                 )
             }

@@ -27,6 +27,7 @@ use crate::config::{Config, UpstreamUrl};
 use crate::error::BoxError;
 use crate::metrics::{Metrics, Rejection};
 use crate::route::RouteKind;
+use crate::tunable::{TunableCount, TunableDuration};
 
 mod body;
 mod error;
@@ -73,13 +74,13 @@ pub struct Upstream {
     /// HTTP/2 always, for gRPC: ALPN `h2` on `https://`, prior knowledge on `http://`.
     http2: Client<HttpsConnector<HttpConnector>, RequestBody>,
     base: UpstreamUrl,
-    timeout: Duration,
+    timeout: TunableDuration,
     metrics: Arc<Metrics>,
     /// One permit per exchange under way, held until its body is read or streamed:
     /// `shared` for any exchange, `fills` for Image.Get fetches only.
     shared: Arc<Semaphore>,
     fills: Arc<Semaphore>,
-    retries: u32,
+    retries: TunableCount,
 }
 
 /// The part of `--max-upstream-requests` kept for Image.Get fills: a quarter (rounded down).
@@ -138,19 +139,26 @@ impl Upstream {
             client: builder().build(https),
             http2: builder().http2_only(true).build(https_h2),
             base: config.upstream.clone(),
-            timeout: config.upstream_timeout,
+            timeout: TunableDuration::new(config.upstream_timeout),
             metrics,
             shared: Arc::new(Semaphore::new(
                 config.max_upstream_requests - fill_reserve(config.max_upstream_requests),
             )),
             fills: Arc::new(Semaphore::new(fill_reserve(config.max_upstream_requests))),
-            retries: config.upstream_retries,
+            retries: TunableCount::new(u64::from(config.upstream_retries)),
         })
     }
 
     /// How long a whole exchange may take (`--upstream-timeout`).
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        self.timeout.get()
+    }
+
+    /// Takes the timeout and retries of a reloaded configuration, for exchanges that start
+    /// from now on.
+    pub fn retune(&self, config: &Config) {
+        self.timeout.set(config.upstream_timeout);
+        self.retries.set(u64::from(config.upstream_retries));
     }
 
     /// The upstream URI for a raw request target (path and query as received).
@@ -252,7 +260,7 @@ impl Upstream {
                 &self.client
             };
             let result = match tokio::time::timeout_at(deadline, client.request(request)).await {
-                Err(_) => Err(UpstreamError::Timeout(self.timeout)),
+                Err(_) => Err(UpstreamError::Timeout(self.timeout())),
                 Ok(Ok(response)) if response.status().is_informational() => {
                     // hyper hands over a 101 (no other 1xx is final); the API has no
                     // upgrades, and relaying one would hand the client a raw connection.
@@ -290,7 +298,7 @@ impl Upstream {
             // Only a connection that could not be made is retried: nothing was sent.
             let backoff = jittered(RETRY_BACKOFF * 2u32.saturating_pow(attempt));
             let retry = matches!(err, UpstreamError::Connect(_))
-                && attempt < self.retries
+                && u64::from(attempt) < self.retries.get()
                 && Instant::now() + backoff < deadline;
             match retry.then(&again).flatten() {
                 Some(next) => {
@@ -320,7 +328,7 @@ impl Upstream {
             prefix,
             body,
             deadline,
-            self.timeout,
+            self.timeout(),
             self.metrics.clone(),
             slot,
         )
@@ -361,7 +369,7 @@ impl Upstream {
         let mut trailers = None;
         loop {
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(UpstreamError::Timeout(self.timeout)),
+                Err(_) => return Err(UpstreamError::Timeout(self.timeout())),
                 Ok(None) => {
                     return Ok(LimitedBody::Complete {
                         data: buf.freeze(),

@@ -323,19 +323,21 @@ fn the_example_configuration_is_valid_and_complete() {
         "/config/baremetal-image-cache.toml"
     );
     let text = std::fs::read_to_string(path).unwrap();
-    // Every flag has its key in the example.
+    // Every flag that is a setting has its key in the example.
     let help = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
+    let actions = ["--help", "--version", "--config", "--check-config"];
     for flag in help
         .split_whitespace()
-        .filter(|w| w.starts_with("--") && *w != "--help" && *w != "--version" && *w != "--config")
+        .filter(|w| w.starts_with("--") && !actions.contains(w))
     {
         let key = flag.trim_start_matches("--");
         assert!(text.contains(&format!("{key} =")), "example lacks `{key}`");
     }
     // Uncommented, it loads as is (but for the client certificate, which needs real files
-    // and a rediss:// server: the fleet module covers it).
-    let needs_files = ["redis-cert-file", "redis-key-file"];
+    // and a rediss:// server, and the admin token's file: the fleet and operations modules
+    // cover them).
+    let needs_files = ["redis-cert-file", "redis-key-file", "admin-token-file"];
     let uncommented: String = text
         .lines()
         .map(|l| match l.strip_prefix("# ") {

@@ -132,12 +132,22 @@ fn the_table_has_each_key_once_and_well_formed() {
         .collect();
     assert_eq!(secret, ["redis", "redis-grant-key"]);
     for s in SETTINGS {
-        // What a reload cannot change: sockets, the upstream client's target, the cache's
-        // own size and tenancy, the Redis tier's connections.
+        // What a reload cannot change: sockets, the upstream client and its connector, the
+        // cache's own size and tenancy, the Redis tier's connections, the log's format, and
+        // the caps sized against the descriptor limit at start-up.
         let fixed = s.key.starts_with("redis")
             || matches!(
                 s.key,
-                "config" | "listen" | "admin-listen" | "upstream" | "auth-mode" | "max-capacity"
+                "config"
+                    | "listen"
+                    | "admin-listen"
+                    | "upstream"
+                    | "auth-mode"
+                    | "max-capacity"
+                    | "connect-timeout"
+                    | "log-format"
+                    | "max-connections"
+                    | "max-upstream-requests"
             );
         assert_eq!(s.change == Change::Restart, fixed, "{}", s.key);
     }
@@ -225,7 +235,7 @@ fn the_defaults_are_valid_and_documented() {
 #[test]
 fn validate_holds_every_ranged_setting_against_its_range() {
     let config = loaded(
-        &["--redis", "redis://127.0.0.1:6379"],
+        &["--redis", "redis://127.0.0.1:6379", "--log-filter", "info"],
         &[("BAREMETAL_IMAGE_CACHE_REDIS_GRANT_KEY", &"k".repeat(32))],
     );
     let measured: BTreeSet<&str> = config.measures().into_iter().map(|(k, _)| k).collect();

@@ -1,6 +1,6 @@
 //! The configuration's tests: [`agreement`] of the table with `--help`, the example file,
 //! the README and [`Config`]; [`errors`] that name where a value came from and keep secrets
-//! out. Shared helpers here.
+//! out; [`check`], `--check-config`'s report and the files a configuration reads. Shared helpers here.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -9,6 +9,7 @@ use super::validate::Measure;
 use super::*;
 
 mod agreement;
+mod check;
 mod errors;
 
 fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
@@ -21,7 +22,7 @@ fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
 fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let mut all = vec!["baremetal-image-cache"];
     all.extend_from_slice(args);
-    load_from(all, vars(env))
+    load_from(all, vars(env)).map(|loaded| loaded.config)
 }
 
 fn loaded(args: &[&str], env: &[(&str, &str)]) -> Config {
