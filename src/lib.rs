@@ -63,4 +63,6 @@ mod upstream;
 
 pub use config::{AuthMode, Config, ConfigError, RedisConfig, Secret, UpstreamUrl};
 pub use error::BoxError;
-pub use server::{reload_signal, run, run_with_reloads, shutdown_signal, Reload};
+#[cfg(unix)]
+pub use server::reload_signal;
+pub use server::{run, run_with_reloads, shutdown_signal, Reload};

@@ -374,20 +374,17 @@ async fn accepted_stream(
     }
 }
 
-/// Loads the configuration again on every SIGHUP, from the process's own command line,
-/// environment and file, and sends it (or why it did not load) to `reloads`. Ends when the
-/// receiver is gone.
-pub async fn reload_signal(reloads: mpsc::Sender<Reload>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(hangups) => hangups,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP; reloads need a restart");
-                return;
-            }
-        };
+/// Listens for SIGHUP at once (its default action would end the process), and returns the
+/// task that, on every one, loads the configuration again from the process's own command
+/// line, environment and file and sends it (or why it did not load) to `reloads`. The task
+/// ends when the receiver is gone.
+#[cfg(unix)]
+pub fn reload_signal(
+    reloads: mpsc::Sender<Reload>,
+) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())?;
+    Ok(async move {
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: loading the configuration again");
             // Reading the file blocks; it is small, but not worth a runtime thread.
@@ -401,11 +398,7 @@ pub async fn reload_signal(reloads: mpsc::Sender<Reload>) {
                 return;
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = reloads;
-    }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -61,7 +61,12 @@ fn main() -> ExitCode {
             }
         };
         let (reload, reloads) = mpsc::channel(1);
-        tokio::spawn(reload_signal(reload));
+        match reload_signal(reload) {
+            Ok(reloading) => drop(tokio::spawn(reloading)),
+            Err(e) => eprintln!(
+                "baremetal-image-cache: cannot listen for SIGHUP, reloads need a restart: {e}"
+            ),
+        }
         match run_with_reloads(config, listener, admin, shutdown_signal(), reloads).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
