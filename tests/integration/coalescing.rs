@@ -111,19 +111,26 @@ async fn the_fetch_outlives_a_client_that_disconnects() {
 async fn a_failed_leader_hands_over_to_exactly_one_new_leader() {
     let h = Arc::new(
         Harness::with_config(baremetal_image_cache::Config {
-            upstream_timeout: Duration::from_secs(2),
+            upstream_timeout: Duration::from_secs(4),
             stale_if_error: Duration::ZERO,
             ..test_config()
         })
         .await,
     );
-    h.sim.set_fault(FaultScope::All, Fault::Hang, Some(1));
+    // The first fetch hangs; the new leader's takes a second, so that the hung leader has
+    // given its answer (a timeout) long before the new leader's entry could serve it a hit.
+    h.sim
+        .set_fault(FaultScope::Image(IMG.into()), Fault::Hang, Some(1));
+    h.sim.set_fault(
+        FaultScope::All,
+        Fault::Delay(Duration::from_secs(1)),
+        Some(1),
+    );
     let leader = spawn_get(&h, IMG, Some(ALICE));
     h.until_upstream_saw(1).await;
-    // These join the hanging flight; each has its own deadline, later than the leader's. The
-    // pause makes that gap 500 ms, time enough for the handover on a loaded machine; without
-    // it the gap is one poll of the simulator, and a waiter can run out of time too.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // These join the hanging flight; each has its own deadline, 1.5 s after the leader's:
+    // time enough for the handover and the second fetch on a loaded machine.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let waiters = burst(&h, IMG, 50);
     let (leader, waiters) = tokio::join!(leader, waiters);
     let leader = leader.unwrap();

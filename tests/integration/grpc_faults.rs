@@ -452,8 +452,16 @@ async fn grpc_waiters_past_the_cap_get_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_a_failed_leader_hands_over_to_exactly_one_new_leader() {
-    let h = Harness::with_config(config(|c| c.upstream_timeout = Duration::from_secs(2))).await;
-    h.sim.set_fault(FaultScope::All, Fault::Hang, Some(1));
+    let h = Harness::with_config(config(|c| c.upstream_timeout = Duration::from_secs(4))).await;
+    // The first fetch hangs; the new leader's takes a second, so that the hung leader has
+    // given its answer (a timeout) long before the new leader's entry could serve it a hit.
+    h.sim
+        .set_fault(FaultScope::Image(IMG.into()), Fault::Hang, Some(1));
+    h.sim.set_fault(
+        FaultScope::All,
+        Fault::Delay(Duration::from_secs(1)),
+        Some(1),
+    );
     let client = h.grpc().await;
     let spawn = || {
         let mut client = client.clone();
@@ -461,9 +469,9 @@ async fn grpc_a_failed_leader_hands_over_to_exactly_one_new_leader() {
     };
     let leader = spawn();
     h.until_upstream_saw(1).await;
-    // These join the hanging flight, each with its own deadline, 500 ms after the leader's:
-    // time enough for the handover on a loaded machine.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // These join the hanging flight, each with its own deadline, 1.5 s after the leader's:
+    // time enough for the handover and the second fetch on a loaded machine.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let waiters: Vec<_> = (0..50).map(|_| spawn()).collect();
     failed(
         leader.await.unwrap(),
