@@ -210,37 +210,85 @@ impl RedisConfig {
         if self.client_cert.is_some() && !self.urls.iter().all(|u| u.starts_with("rediss://")) {
             return problem("redis-cert-file", "is only for rediss:// URLs");
         }
-        const CERTIFICATE: &[u8] = b"-----BEGIN CERTIFICATE-----";
-        let (cert, key) = self.client_cert.as_ref().map(|(c, k)| (c, k)).unzip();
-        // What the files hold is never quoted: one of them is a secret.
-        for (name, path, marker, what) in [
-            (
-                "redis-ca-file",
-                self.ca_file.as_ref(),
-                CERTIFICATE,
-                "certificate",
-            ),
-            ("redis-cert-file", cert, CERTIFICATE, "certificate"),
-            (
-                "redis-key-file",
-                key,
-                &b"PRIVATE KEY-----"[..],
-                "private key",
-            ),
-        ] {
-            let Some(path) = path else { continue };
+        // Parsed as the fleet tier will parse them, so that --check-config refuses what
+        // start-up would; what the files hold is never quoted: one of them is a secret.
+        if let Some(path) = &self.ca_file {
             let pem =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
-            match pem {
-                Err(why) => return problem(name, why),
-                Ok(pem) if !pem.windows(marker.len()).any(|w| w == marker) => {
-                    return problem(name, format!("holds no PEM {what}"));
-                }
-                Ok(_) => {}
-            }
+                read_small(path, MAX_PEM_FILE).map_err(|why| refusal("redis-ca-file", why))?;
+            certificates(&pem, true).map_err(|why| refusal("redis-ca-file", why))?;
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            let pem =
+                read_small(cert, MAX_PEM_FILE).map_err(|why| refusal("redis-cert-file", why))?;
+            let chain = certificates(&pem, false).map_err(|why| refusal("redis-cert-file", why))?;
+            let pem =
+                read_small(key, MAX_PEM_FILE).map_err(|why| refusal("redis-key-file", why))?;
+            let key = private_key(&pem).map_err(|why| refusal("redis-key-file", why))?;
+            let provider = rustls::crypto::ring::default_provider();
+            rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+                refusal(
+                    "redis-key-file",
+                    format!("does not go with the certificate of redis-cert-file: {e}"),
+                )
+            })?;
         }
         Ok(())
     }
+}
+
+/// Largest PEM file read: a bundle of every public root is about 200 KiB.
+const MAX_PEM_FILE: u64 = 4 * 1024 * 1024;
+
+fn refusal(key: &'static str, why: String) -> Problem {
+    Problem { key, why }
+}
+
+/// The contents of a regular file of at most `max` bytes. A device or a FIFO is refused
+/// rather than read: `/dev/zero` would never end, a FIFO would block a reload for good.
+fn read_small(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    let mut text = Vec::new();
+    file.take(max + 1).read_to_end(&mut text).map_err(cannot)?;
+    if text.len() as u64 > max {
+        return Err(format!("{} is larger than {max} bytes", path.display()));
+    }
+    Ok(text)
+}
+
+/// The certificates of `pem`, at least one, each parsed as a trust anchor for `anchors`.
+fn certificates(
+    pem: &[u8],
+    anchors: bool,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| "is not a valid PEM file".to_string())?;
+    if certificates.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    if anchors {
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in &certificates {
+            roots
+                .add(certificate.clone())
+                .map_err(|e| format!("holds a certificate that does not parse: {e}"))?;
+        }
+    }
+    Ok(certificates)
+}
+
+/// The private key of `pem`.
+fn private_key(pem: &[u8]) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    PrivateKeyDer::from_pem_slice(pem).map_err(|_| "holds no PEM private key".to_string())
 }
 
 /// Shortest admin token: a shorter one could be guessed by anyone who can reach the admin
@@ -257,17 +305,7 @@ pub(super) fn admin_token(path: &Path) -> Result<Secret, Problem> {
         key: "admin-token-file",
         why,
     };
-    let size = std::fs::metadata(path)
-        .map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?
-        .len();
-    if size > MAX_ADMIN_TOKEN_FILE {
-        return Err(refuse(format!(
-            "{} is {size} bytes; a token file holds one line of at most {MAX_ADMIN_TOKEN_FILE}",
-            path.display()
-        )));
-    }
-    let text =
-        std::fs::read(path).map_err(|e| refuse(format!("cannot read {}: {e}", path.display())))?;
+    let text = read_small(path, MAX_ADMIN_TOKEN_FILE).map_err(refuse)?;
     let token = text.trim_ascii();
     if token.iter().any(|b| !b.is_ascii_graphic()) {
         return Err(refuse(format!(

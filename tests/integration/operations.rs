@@ -566,10 +566,164 @@ async fn without_an_admin_token_a_loopback_client_may_purge() {
     // On loopback, no warning about an exposed admin listener (it would have come before
     // the fetches' events).
     proxy.until_logged("upstream fetch", 2).await;
-    assert!(proxy
-        .logs
-        .lock()
+    let exposed = "the admin listener is not on loopback and no admin token is set";
+    assert!(proxy.logs.lock().unwrap().iter().all(|e| !e["message"]
+        .as_str()
+        .is_some_and(|m| m.starts_with(exposed))));
+}
+
+/// Runs `openssl` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let status = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl runs (it is a test dependency)");
+    assert!(status.success(), "openssl {args:?}");
+}
+
+#[test]
+fn check_config_parses_the_pem_files_as_start_up_would() {
+    let (dir, config, token) = scratch();
+    let dir = dir.path();
+    for name in ["client", "other"] {
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=test",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.crt"),
+            ],
+        );
+    }
+    std::fs::write(
+        dir.join("garbage.crt"),
+        "-----BEGIN CERTIFICATE-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(&token, "unused-but-valid-token-0000\n").unwrap();
+    let check = |ca: &str, cert: &str, key: &str| {
+        write_config(
+            &config,
+            "127.0.0.1:1",
+            "127.0.0.1:2",
+            "http://127.0.0.1:3",
+            &format!(
+                "redis = \"rediss://127.0.0.1:6390\"\nredis-ca-file = \"{}\"\n\
+                 redis-cert-file = \"{}\"\nredis-key-file = \"{}\"\n",
+                dir.join(ca).display(),
+                dir.join(cert).display(),
+                dir.join(key).display()
+            ),
+        );
+        let output = Command::new(BIN)
+            .arg("--check-config")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert_eq!(check("client.crt", "client.crt", "client.key").0, Some(0));
+    let (code, message) = check("garbage.crt", "client.crt", "client.key");
+    assert_eq!(code, Some(2));
+    assert!(
+        message.contains("key `redis-ca-file`: holds a certificate that does not parse"),
+        "{message}"
+    );
+    let (code, message) = check("client.crt", "client.crt", "other.key");
+    assert_eq!(code, Some(2));
+    assert!(
+        message.contains("key `redis-key-file`: does not go with the certificate"),
+        "{message}"
+    );
+    let (code, message) = check("client.crt", "client.crt", "client.crt");
+    assert_eq!(code, Some(2));
+    assert!(
+        message.contains("key `redis-key-file`: holds no PEM private key"),
+        "{message}"
+    );
+    let key = std::fs::read_to_string(dir.join("client.key")).unwrap();
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!message.contains(line), "the key is quoted: {message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_it_says_ready_once_listening_and_stopping_on_sigterm() {
+    let (_sim, upstream) = upstream().await;
+    let (dir, config, _) = scratch();
+    let (listen, admin) = listeners();
+    write_config(&config, &listen, &admin, &upstream, "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let receive = move || {
+        let mut buffer = [0u8; 256];
+        let n = socket
+            .recv(&mut buffer)
+            .expect("a notification within 20 s");
+        (String::from_utf8_lossy(&buffer[..n]).into_owned(), socket)
+    };
+    let (ready, socket) = tokio::task::spawn_blocking(receive).await.unwrap();
+    assert_eq!(ready, "READY=1");
+    // Ready means listening, and a reload may come at once.
+    assert!(tokio::net::TcpStream::connect(&listen).await.is_ok());
+    assert!(Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
         .unwrap()
-        .iter()
-        .all(|e| e["level"] != "WARN"));
+        .success());
+    assert!(tokio::net::TcpStream::connect(&admin).await.is_ok());
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a reload keeps it running"
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let receive = move || {
+        let mut buffer = [0u8; 256];
+        let n = socket
+            .recv(&mut buffer)
+            .expect("a notification within 20 s");
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    };
+    assert_eq!(
+        tokio::task::spawn_blocking(receive).await.unwrap(),
+        "STOPPING=1"
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

@@ -108,7 +108,7 @@ fn the_admin_token_file_is_read_checked_and_never_quoted() {
     }
     let huge = config_file(&"x".repeat(5000));
     let message = refused(&["--admin-token-file", path_of(&huge)], &[]);
-    assert!(message.contains("at most 4096"), "{message}");
+    assert!(message.contains("larger than 4096 bytes"), "{message}");
     let message = refused(&["--admin-token-file", "/nonexistent/token"], &[]);
     assert!(
         message.starts_with("--admin-token-file: cannot read /nonexistent/token"),
@@ -128,4 +128,22 @@ fn a_log_filter_must_parse() {
         message.starts_with("--log-filter: is not a log filter"),
         "{message}"
     );
+}
+
+#[test]
+fn only_a_regular_file_is_read_for_a_token() {
+    let message = refused(&["--admin-token-file", "/dev/zero"], &[]);
+    assert_eq!(
+        message,
+        "--admin-token-file: /dev/zero is not a regular file"
+    );
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let message = refused(
+        &[
+            "--admin-token-file",
+            dir.path().to_str().unwrap_or_default(),
+        ],
+        &[],
+    );
+    assert!(message.ends_with("is not a regular file"), "{message}");
 }
