@@ -53,6 +53,8 @@ mod http;
 mod image;
 pub mod logging;
 mod metrics;
+#[cfg(unix)]
+mod notify;
 mod outcome;
 mod reload;
 mod rest;

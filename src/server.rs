@@ -26,6 +26,8 @@ use crate::flow::Flow;
 use crate::grpc::{is_grpc, Grpc};
 use crate::http::limits::RequestLimits;
 use crate::metrics::{Metrics, Rejection};
+#[cfg(unix)]
+use crate::notify::notify;
 use crate::reload::Reloader;
 use crate::rest::Rest;
 
@@ -120,6 +122,8 @@ pub async fn run_with_reloads(
     );
     admin::warn_if_exposed(&config);
     ready.store(true, Ordering::Relaxed);
+    #[cfg(unix)]
+    notify("READY=1");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -179,6 +183,8 @@ pub async fn run_with_reloads(
     // Stop taking clients, but keep answering the admin listener while in-flight requests
     // finish, so that probes see /readyz turn 503 rather than a refused connection.
     ready.store(false, Ordering::Relaxed);
+    #[cfg(unix)]
+    notify("STOPPING=1");
     drop(listener);
     tracing::info!(grace = %humantime::format_duration(shutdown_grace), "shutting down: draining in-flight requests");
     let drained = graceful.shutdown();

@@ -15,6 +15,20 @@ use tokio::sync::mpsc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("baremetal-image-cache: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // SIGHUP's default action ends the process: it is taken over first thing. (Under systemd
+    // with Type=notify no reload comes before READY=1 anyway.)
+    let (reload, reloads) = mpsc::channel(1);
+    let reloading = runtime.block_on(async { reload_signal(reload) });
     let loaded = match Config::load_all(std::env::args_os()) {
         Ok(loaded) => loaded,
         Err(ConfigError::Cli(e)) => e.exit(),
@@ -29,17 +43,13 @@ fn main() -> ExitCode {
     }
     let config = loaded.config;
     logging::init(config.log_format, config.log_filter.as_deref());
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("baremetal-image-cache: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     runtime.block_on(async {
+        match reloading {
+            Ok(reloading) => drop(tokio::spawn(reloading)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; reloads need a restart")
+            }
+        }
         let listener = match TcpListener::bind(config.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -60,13 +70,6 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let (reload, reloads) = mpsc::channel(1);
-        match reload_signal(reload) {
-            Ok(reloading) => drop(tokio::spawn(reloading)),
-            Err(e) => eprintln!(
-                "baremetal-image-cache: cannot listen for SIGHUP, reloads need a restart: {e}"
-            ),
-        }
         match run_with_reloads(config, listener, admin, shutdown_signal(), reloads).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
