@@ -5,6 +5,8 @@
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
+use tracing::level_filters::LevelFilter;
+use tracing_log::AsLog;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
@@ -33,13 +35,19 @@ pub fn init(format: LogFormat, filter: Option<&str>) {
 
 /// Replaces the filter (a reload): `filter`, else `RUST_LOG`, else `info`.
 pub fn set_filter(filter: Option<&str>) -> Result<(), String> {
-    match FILTER.get() {
-        Some(handle) => handle
-            .reload(filter_of(filter))
-            .map_err(|e| format!("cannot change the log filter: {e}")),
-        // Not installed by `init` (a test's own subscriber): nothing to change.
-        None => Ok(()),
-    }
+    // Not installed by `init` (a test's own subscriber): nothing to change.
+    let Some(handle) = FILTER.get() else {
+        return Ok(());
+    };
+    let filter = filter_of(filter);
+    let most = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    handle
+        .reload(filter)
+        .map_err(|e| format!("cannot change the log filter: {e}"))?;
+    // `log` records (rustls, hyper-rustls) are cut by `log`'s own level before tracing sees
+    // them; `init` set it from the first filter.
+    tracing_log::log::set_max_level(most.as_log());
+    Ok(())
 }
 
 /// The filter `--log-filter` gives (checked when the configuration was loaded), else
