@@ -257,8 +257,10 @@ impl ImageCache {
                 ((grant.at + self.ttl.get()).min(entry_end), grant.at)
             }
         };
-        let window = self.ttl.get().mul_f64(f64::from(percent) / 100.0);
-        if now >= end || end - now > window {
+        // The last `percent` of this freshness (not of today's --ttl, which a reload may have
+        // changed since), in integer nanoseconds.
+        let window = (end.saturating_duration_since(since).as_nanos() * u128::from(percent)) / 100;
+        if now >= end || (end - now).as_nanos() > window {
             return false;
         }
         // The claim marks (image, credential, start of this freshness) in a fixed table
