@@ -5,6 +5,8 @@
 //! the response metadata.
 
 use http::header::{AGE, CONTENT_TYPE};
+use std::sync::OnceLock;
+
 use http::{response, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use prost::Message;
@@ -155,6 +157,10 @@ fn image_head(body: &[u8]) -> Option<ImageHead> {
 /// outcome (the only place it is set).
 pub fn render(served: Served, outcome: &Outcome) -> Response<ProxyBody> {
     let mut response = match served {
+        // Its cache headers included: the hot path, built from the entry's ready headers.
+        Served::Entry(entry) if entry.kind == EntryKind::Ready => {
+            return ready_response(&entry, outcome)
+        }
         Served::Entry(entry) => entry_response(&entry, outcome),
         Served::Answer { answer, own } => answer_response(&answer, own),
         Served::Stream(stream) => {
@@ -188,7 +194,7 @@ fn entry_response(entry: &Entry, outcome: &Outcome) -> Response<ProxyBody> {
     let mut response = match entry.kind {
         // A NOT_FOUND kept for --negative-ttl: trailers-only, as the API said it, with its
         // status, message and details.
-        EntryKind::NotFound if entry.headers.iter().any(|(name, _)| name == GRPC_STATUS) => {
+        EntryKind::NotFound if entry.headers.contains(GRPC_STATUS) => {
             let mut response = Response::new(ProxyBody::empty());
             let headers = response.headers_mut();
             for (name, value) in entry.headers.iter() {
@@ -198,19 +204,23 @@ fn entry_response(entry: &Entry, outcome: &Outcome) -> Response<ProxyBody> {
             response
         }
         EntryKind::NotFound => trailers_only(Code::NotFound, "the image was not found (cached)"),
-        EntryKind::Ready => {
-            let ok = status_trailers(Code::Ok, "");
-            let mut response = Response::new(ProxyBody::grpc(entry.body.clone(), ok));
-            let headers = response.headers_mut();
-            headers.reserve(entry.headers.len() + 4);
-            for (name, value) in entry.headers.iter() {
-                headers.append(name, value.clone());
-            }
-            response
-        }
+        EntryKind::Ready => ready_response(entry, outcome),
     };
     let headers = response.headers_mut();
     headers.insert(AGE, HeaderValue::from(outcome.age.unwrap_or(0)));
+    response
+}
+
+/// A READY entry: its message, and `grpc-status: 0` in trailers made once.
+fn ready_response(entry: &Entry, outcome: &Outcome) -> Response<ProxyBody> {
+    static OK: OnceLock<HeaderMap> = OnceLock::new();
+    let ok = OK.get_or_init(|| status_trailers(Code::Ok, "")).clone();
+    let mut response = Response::new(ProxyBody::grpc(entry.body.clone(), ok));
+    *response.headers_mut() = entry.headers.answer(
+        outcome.result.x_cache(),
+        outcome.cache_status(),
+        HeaderValue::from(outcome.age.unwrap_or(0)),
+    );
     response
 }
 

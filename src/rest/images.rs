@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http::header::{AGE, CONTENT_LENGTH, RETRY_AFTER};
+use http::header::{CONTENT_LENGTH, RETRY_AFTER};
 use http::{response, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty};
 
@@ -93,7 +93,8 @@ impl FrontEnd for RestImages {
 /// but with the length a GET would have.
 pub fn render(served: Served, outcome: &Outcome, head: bool) -> Response<ProxyBody> {
     let mut response = match served {
-        Served::Entry(entry) => entry_response(&entry, outcome, head),
+        // Its cache headers included: the hot path, built from the entry's ready headers.
+        Served::Entry(entry) => return entry_response(&entry, outcome, head),
         Served::Answer { answer, own } => {
             let mut response = Response::new(ProxyBody::empty());
             *response.status_mut() = answer.status;
@@ -124,17 +125,24 @@ pub fn render(served: Served, outcome: &Outcome, head: bool) -> Response<ProxyBo
 }
 
 fn entry_response(entry: &Entry, outcome: &Outcome, head: bool) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::empty());
+    let headers = entry.headers.answer(
+        outcome.result.x_cache(),
+        outcome.cache_status(),
+        number_value(outcome.age.unwrap_or(0)),
+    );
+    let body = if head {
+        ProxyBody::empty()
+    } else {
+        // hyper writes the Content-Length of a body of known length itself.
+        ProxyBody::full(entry.body.clone())
+    };
+    let mut response = Response::new(body);
     *response.status_mut() = entry.status;
-    let headers = response.headers_mut();
-    headers.reserve(entry.headers.len() + 4);
-    for (name, value) in entry.headers.iter() {
-        headers.append(name, value.clone());
-    }
-    headers.insert(AGE, number_value(outcome.age.unwrap_or(0)));
-    headers.insert(CONTENT_LENGTH, number_value(entry.body.len() as u64));
-    if !head {
-        *response.body_mut() = ProxyBody::full(entry.body.clone());
+    *response.headers_mut() = headers;
+    if head {
+        response
+            .headers_mut()
+            .insert(CONTENT_LENGTH, number_value(entry.body.len() as u64));
     }
     response
 }
