@@ -71,10 +71,20 @@ pub fn is_valid_image_id(id: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= MAX_ID_LEN
         && bytes[0].is_ascii_lowercase()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.iter().all(|&b| ID_BYTES[usize::from(b)])
 }
+
+/// The bytes an image ID is made of, `[a-z0-9]`, as a table: one load per byte on the hot
+/// path rather than two range tests.
+static ID_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_lowercase() || (b as u8).is_ascii_digit();
+        b += 1;
+    }
+    table
+};
 
 /// Classifies a request by its method and raw request target (path and query as received).
 pub fn classify<'a>(method: &Method, target: &'a str) -> Route<'a> {

@@ -92,7 +92,7 @@ fn retention(config: &Config) -> Duration {
 pub struct Generation(u64);
 
 pub struct ImageCache {
-    entries: Cache<ImageKey, Arc<Entry>>,
+    entries: Cache<ImageKey, Arc<Entry>, foldhash::fast::RandomState>,
     header_sets: HeaderSets,
     generations: Box<[AtomicU64]>,
     purges: AtomicU64,
@@ -119,7 +119,7 @@ impl ImageCache {
             // timer-wheel node per entry, about 20 bytes.
             .time_to_live(retention)
             .eviction_listener(move |_, _, cause| on_evict(cause))
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         ImageCache {
             entries,
             header_sets: HeaderSets::new(),
@@ -258,9 +258,13 @@ impl ImageCache {
             }
         };
         // The last `percent` of this freshness (not of today's --ttl, which a reload may have
-        // changed since), in integer nanoseconds.
-        let window = (end.saturating_duration_since(since).as_nanos() * u128::from(percent)) / 100;
-        if now >= end || (end - now).as_nanos() > window {
+        // changed since), in integer milliseconds.
+        if now >= end {
+            return false;
+        }
+        let millis = |d: Duration| d.as_secs() * 1000 + u64::from(d.subsec_millis());
+        let window = millis(end.saturating_duration_since(since)) * u64::from(percent) / 100;
+        if millis(end - now) > window {
             return false;
         }
         // The claim marks (image, credential, start of this freshness) in a fixed table

@@ -117,6 +117,11 @@ pub fn fill_headers(headers: &HeaderMap) -> HeaderMap {
 
 /// Whether the client asked for a fresh answer (`Cache-Control: no-cache` or `max-age=0`).
 pub fn wants_no_cache(headers: &HeaderMap) -> bool {
+    // Rarely sent: one pass over the names (a comparison of known names is an integer's)
+    // spares looking it up.
+    if !headers.keys().any(|name| name == CACHE_CONTROL) {
+        return false;
+    }
     headers
         .get_all(CACHE_CONTROL)
         .iter()
