@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use tokio::time::Instant;
 
 use super::header_sets::HeaderSet;
+use super::moment::Moment;
 use crate::auth::Fingerprint;
 
 /// Fixed cost charged to each entry beyond its body and headers: the key, the `Entry`
@@ -30,11 +30,11 @@ pub enum EntryKind {
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Grant {
     pub(super) who: Fingerprint,
-    pub(super) at: Instant,
+    pub(super) at: Moment,
 }
 
 impl Grant {
-    pub(super) fn new(who: Fingerprint, at: Instant) -> Grant {
+    pub(super) fn new(who: Fingerprint, at: Moment) -> Grant {
         Grant { who, at }
     }
 }
@@ -44,46 +44,49 @@ impl Grant {
 pub struct Entry {
     pub kind: EntryKind,
     pub status: StatusCode,
-    /// How long after `stored_at` the entry is fresh, in milliseconds: 4 bytes that fit in
-    /// the padding beside `kind` and `status`, where an `Instant` would cost 16 more per
-    /// entry. `--ttl` and `--negative-ttl` are capped at 30 days so it always fits.
+    /// How long after `stored` the entry is fresh, in milliseconds: 4 bytes that fit in the
+    /// padding beside `kind` and `status`. `--ttl` and `--negative-ttl` are capped at 30 days so it always fits.
     pub(super) fresh_for_ms: u32,
     /// The upstream's headers that may be replayed (no per-request or hop-by-hop ones): a
     /// plain list shared by every entry with the same headers, see [`HeaderSets`].
     pub headers: HeaderSet,
     pub body: Bytes,
     /// When the upstream's answer arrived: the base of `Age` and of freshness.
-    pub stored_at: Instant,
+    pub stored: Moment,
     pub(super) grants: Box<[Grant]>,
 }
 
 impl Entry {
-    /// Seconds since the upstream produced the body.
-    pub fn age(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.stored_at)
+    /// How long ago the upstream produced the body.
+    pub fn age(&self, now: Moment) -> Duration {
+        now.since(self.stored)
+    }
+
+    /// Whole seconds since the upstream produced the body.
+    pub fn age_secs(&self, now: Moment) -> u64 {
+        now.millis_since(self.stored) / 1000
     }
 
     /// How long ago the API last let `who` read this entry (per-credential mode); `None` if
     /// it never did.
-    pub fn checked_age(&self, who: Option<Fingerprint>, now: Instant) -> Option<Duration> {
+    pub fn checked_age(&self, who: Option<Fingerprint>, now: Moment) -> Option<Duration> {
         let grant = self.grants.iter().find(|g| Some(g.who) == who)?;
-        Some(now.saturating_duration_since(grant.at))
+        Some(now.since(grant.at))
     }
 
     /// When freshness ends. The entry is kept past it by the stale-if-error window.
-    pub(super) fn fresh_until(&self) -> Instant {
-        self.stored_at + Duration::from_millis(u64::from(self.fresh_for_ms))
+    pub(super) fn fresh_until(&self) -> Moment {
+        self.stored.plus_millis(u64::from(self.fresh_for_ms))
     }
 
     /// Remaining freshness in whole seconds; negative once stale.
-    pub fn ttl_secs(&self, now: Instant) -> i64 {
+    pub fn ttl_secs(&self, now: Moment) -> i64 {
         let expires = self.fresh_until();
         if now <= expires {
-            (expires - now).as_secs() as i64
+            (expires.millis_since(now) / 1000) as i64
         } else {
             // Rounded away from zero, so a stale entry never reads as ttl=0.
-            let over = now - expires;
-            -((over.as_secs() + u64::from(over.subsec_nanos() > 0)) as i64)
+            -(now.millis_since(expires).div_ceil(1000) as i64)
         }
     }
 
@@ -95,7 +98,7 @@ impl Entry {
             fresh_for_ms: self.fresh_for_ms,
             headers: Arc::clone(&self.headers),
             body: self.body.clone(),
-            stored_at: self.stored_at,
+            stored: self.stored,
             grants: self
                 .grants
                 .iter()
@@ -105,7 +108,7 @@ impl Entry {
         }
     }
 
-    pub(super) fn is_fresh(&self, now: Instant) -> bool {
+    pub(super) fn is_fresh(&self, now: Moment) -> bool {
         now < self.fresh_until()
     }
 
@@ -130,5 +133,5 @@ pub struct NewEntry {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
-    pub received_at: Instant,
+    pub received_at: tokio::time::Instant,
 }

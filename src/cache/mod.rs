@@ -23,11 +23,13 @@ use crate::tunable::TunableDuration;
 
 mod entry;
 mod header_sets;
+mod moment;
 mod revocations;
 
 use entry::Grant;
 pub use entry::{Entry, EntryKind, NewEntry, MAX_GRANTS_PER_ENTRY};
 use header_sets::HeaderSets;
+pub use moment::Moment;
 use revocations::Revocations;
 
 /// The result of looking an image up for one caller.
@@ -180,7 +182,7 @@ impl ImageCache {
         protocol: Protocol,
         id: &str,
         who: Option<Fingerprint>,
-        now: Instant,
+        now: Moment,
     ) -> Lookup {
         let found = match protocol {
             // The REST key is the ID itself: a hit builds no key.
@@ -200,7 +202,7 @@ impl ImageCache {
         // still have been granted it inside the same window.
         let stale_if_error = self.stale_if_error.get();
         if entry.kind == EntryKind::Ready
-            && now < entry.fresh_until() + stale_if_error
+            && now < entry.fresh_until().plus(stale_if_error)
             && self.may_read(&entry, who, now, self.ttl.get() + stale_if_error)
         {
             return Lookup::Stale(entry);
@@ -214,7 +216,7 @@ impl ImageCache {
         &self,
         entry: &Entry,
         who: Option<Fingerprint>,
-        now: Instant,
+        now: Moment,
         within: Duration,
     ) -> bool {
         if self.auth_mode == AuthMode::Shared && entry.kind == EntryKind::Ready {
@@ -222,10 +224,9 @@ impl ImageCache {
         }
         match who {
             None => false,
-            Some(who) => entry
-                .grants
-                .iter()
-                .any(|g| g.who == who && now < g.at + within && !self.revocations.voids(who, g.at)),
+            Some(who) => entry.grants.iter().any(|g| {
+                g.who == who && now < g.at.plus(within) && !self.revocations.voids(who, g.at)
+            }),
         }
     }
 
@@ -241,7 +242,7 @@ impl ImageCache {
         id: &str,
         entry: &Entry,
         who: Option<Fingerprint>,
-        now: Instant,
+        now: Moment,
         percent: u8,
     ) -> bool {
         if entry.kind != EntryKind::Ready || who.is_none() {
@@ -249,22 +250,18 @@ impl ImageCache {
         }
         let entry_end = entry.fresh_until();
         let (end, since) = match self.auth_mode {
-            AuthMode::Shared => (entry_end, entry.stored_at),
+            AuthMode::Shared => (entry_end, entry.stored),
             AuthMode::PerCredential => {
                 let Some(grant) = entry.grants.iter().find(|g| Some(g.who) == who) else {
                     return false;
                 };
-                ((grant.at + self.ttl.get()).min(entry_end), grant.at)
+                (grant.at.plus(self.ttl.get()).min(entry_end), grant.at)
             }
         };
         // The last `percent` of this freshness (not of today's --ttl, which a reload may have
         // changed since), in integer milliseconds.
-        if now >= end {
-            return false;
-        }
-        let millis = |d: Duration| d.as_secs() * 1000 + u64::from(d.subsec_millis());
-        let window = millis(end.saturating_duration_since(since)) * u64::from(percent) / 100;
-        if millis(end - now) > window {
+        if now >= end || end.millis_since(now) > end.millis_since(since) * u64::from(percent) / 100
+        {
             return false;
         }
         // The claim marks (image, credential, start of this freshness) in a fixed table
@@ -326,20 +323,23 @@ impl ImageCache {
                 if outdated || would_hide_ready {
                     return std::future::ready(Op::Nop);
                 }
-                let now = Instant::now();
+                let now = Moment::now();
+                let granted_at = Moment::of(granted_at);
                 let mut grants: Vec<Grant> = Vec::new();
                 if self.keeps_grants(new.kind) {
+                    // The new grant first: of grants made in the same millisecond, the sort
+                    // below keeps the first.
+                    if let Some(who) = who {
+                        grants.push(Grant::new(who, granted_at));
+                        self.revocations.granted(who);
+                    }
                     if let Some(old) = old.filter(|o| o.kind == new.kind) {
                         grants.extend(
                             old.grants
                                 .iter()
-                                .filter(|g| Some(g.who) != who && now < g.at + grant_life)
+                                .filter(|g| Some(g.who) != who && now < g.at.plus(grant_life))
                                 .copied(),
                         );
-                    }
-                    if let Some(who) = who {
-                        grants.push(Grant::new(who, granted_at));
-                        self.revocations.granted(who);
                     }
                     if grants.len() > MAX_GRANTS_PER_ENTRY {
                         grants.sort_by_key(|g| std::cmp::Reverse(g.at));
@@ -351,7 +351,7 @@ impl ImageCache {
                     status: new.status,
                     headers: self.header_sets.intern(&new.headers),
                     body: new.body.clone(),
-                    stored_at: new.received_at,
+                    stored: Moment::of(new.received_at),
                     fresh_for_ms: u32::try_from(fresh_for.as_millis()).unwrap_or(u32::MAX),
                     grants: grants.into_boxed_slice(),
                 })))
@@ -389,7 +389,7 @@ impl ImageCache {
     /// Voids every grant `who` holds, on every image: the API called the credential itself
     /// invalid (401: unknown or expired). Does nothing for a credential that holds none.
     pub fn refuse_credential(&self, who: Fingerprint) -> bool {
-        self.revocations.refused(who, Instant::now())
+        self.revocations.refused(who, Moment::now())
     }
 
     /// Drops every entry of `id` (one per protocol) and makes fetches already under way for
@@ -411,7 +411,7 @@ impl ImageCache {
     /// if `who` could read one of its entries, so that one tenant's 404 (for an image it may
     /// not see) cannot evict another tenant's entry. Returns how many entries were dropped.
     pub async fn invalidate_for(&self, id: &str, who: Option<Fingerprint>) -> u64 {
-        let now = Instant::now();
+        let now = Moment::now();
         let mut allowed = false;
         for protocol in Protocol::ALL {
             let found = match protocol {
@@ -502,19 +502,19 @@ mod tests {
         store(&cache, "img", ready("{}"), Some(a)).await;
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .lookup(Protocol::Http, "img", Some(a), Moment::now())
                 .await,
             Lookup::Fresh(_)
         ));
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", Some(b), Instant::now())
+                .lookup(Protocol::Http, "img", Some(b), Moment::now())
                 .await,
             Lookup::Miss
         ));
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", None, Instant::now())
+                .lookup(Protocol::Http, "img", None, Moment::now())
                 .await,
             Lookup::Miss
         ));
@@ -522,20 +522,20 @@ mod tests {
         store(&cache, "img", ready("{}"), Some(b)).await;
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .lookup(Protocol::Http, "img", Some(a), Moment::now())
                 .await,
             Lookup::Fresh(_)
         ));
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", Some(b), Instant::now())
+                .lookup(Protocol::Http, "img", Some(b), Moment::now())
                 .await,
             Lookup::Fresh(_)
         ));
         assert_eq!(cache.invalidate("img").await, 1);
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .lookup(Protocol::Http, "img", Some(a), Moment::now())
                 .await,
             Lookup::Miss
         ));
@@ -548,7 +548,7 @@ mod tests {
         store(&cache, "img", ready("{}"), Some(a)).await;
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", None, Instant::now())
+                .lookup(Protocol::Http, "img", None, Moment::now())
                 .await,
             Lookup::Fresh(_)
         ));
@@ -561,10 +561,10 @@ mod tests {
         old.received_at = Instant::now() - Duration::from_secs(90);
         store(&cache, "img", old, None).await;
         match cache
-            .lookup(Protocol::Http, "img", None, Instant::now())
+            .lookup(Protocol::Http, "img", None, Moment::now())
             .await
         {
-            Lookup::Stale(entry) => assert!(entry.ttl_secs(Instant::now()) <= -29),
+            Lookup::Stale(entry) => assert!(entry.ttl_secs(Moment::now()) <= -29),
             other => panic!("{other:?}"),
         }
     }
@@ -581,7 +581,7 @@ mod tests {
         );
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", None, Instant::now())
+                .lookup(Protocol::Http, "img", None, Moment::now())
                 .await,
             Lookup::Miss
         ));
@@ -615,7 +615,7 @@ mod tests {
         assert!(!store(&cache, "img", not_found, Some(b)).await);
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .lookup(Protocol::Http, "img", Some(a), Moment::now())
                 .await,
             Lookup::Fresh(_)
         ));
@@ -640,19 +640,19 @@ mod tests {
         store(&cache, "img", not_found, Some(b)).await;
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", Some(b), Instant::now())
+                .lookup(Protocol::Http, "img", Some(b), Moment::now())
                 .await,
             Lookup::Fresh(_)
         ));
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", Some(a), Instant::now())
+                .lookup(Protocol::Http, "img", Some(a), Moment::now())
                 .await,
             Lookup::Miss
         ));
         assert!(matches!(
             cache
-                .lookup(Protocol::Http, "img", None, Instant::now())
+                .lookup(Protocol::Http, "img", None, Moment::now())
                 .await,
             Lookup::Miss
         ));
@@ -670,12 +670,7 @@ mod tests {
             );
             store(&cache, "img", ready("{}"), hasher.fingerprint(&h)).await;
             let Lookup::Fresh(entry) = cache
-                .lookup(
-                    Protocol::Http,
-                    "img",
-                    hasher.fingerprint(&h),
-                    Instant::now(),
-                )
+                .lookup(Protocol::Http, "img", hasher.fingerprint(&h), Moment::now())
                 .await
             else {
                 panic!("the newest grant is kept")
@@ -704,9 +699,15 @@ mod tests {
         assert!(store(&cache, "ly5c", other, None).await);
         let now = Instant::now();
         let (Lookup::Fresh(a), Lookup::Fresh(b), Lookup::Fresh(c)) = (
-            cache.lookup(Protocol::Http, "ly5a", None, now).await,
-            cache.lookup(Protocol::Http, "ly5b", None, now).await,
-            cache.lookup(Protocol::Http, "ly5c", None, now).await,
+            cache
+                .lookup(Protocol::Http, "ly5a", None, Moment::of(now))
+                .await,
+            cache
+                .lookup(Protocol::Http, "ly5b", None, Moment::of(now))
+                .await,
+            cache
+                .lookup(Protocol::Http, "ly5c", None, Moment::of(now))
+                .await,
         ) else {
             panic!("all three are fresh");
         };
@@ -731,14 +732,18 @@ mod tests {
         old.received_at = now - Duration::from_secs(60 + 31);
         assert!(store(&cache, "ly5old", old, None).await);
         assert!(matches!(
-            cache.lookup(Protocol::Http, "ly5old", None, now).await,
+            cache
+                .lookup(Protocol::Http, "ly5old", None, Moment::of(now))
+                .await,
             Lookup::Miss
         ));
         let mut stale = ready("stale");
         stale.received_at = now - Duration::from_secs(60 + 29);
         assert!(store(&cache, "ly5stale", stale, None).await);
         assert!(matches!(
-            cache.lookup(Protocol::Http, "ly5stale", None, now).await,
+            cache
+                .lookup(Protocol::Http, "ly5stale", None, Moment::of(now))
+                .await,
             Lookup::Stale(_)
         ));
     }
@@ -764,7 +769,9 @@ mod tests {
                 .await
         );
         assert!(matches!(
-            cache.lookup(Protocol::Http, "ly5a", Some(alice), now).await,
+            cache
+                .lookup(Protocol::Http, "ly5a", Some(alice), Moment::of(now))
+                .await,
             Lookup::Fresh(_)
         ));
         // The entry is fresh for 60 s more, but Alice was checked 50 s before it arrived.
@@ -774,7 +781,7 @@ mod tests {
                     Protocol::Http,
                     "ly5a",
                     Some(alice),
-                    now + Duration::from_secs(11)
+                    Moment::of(now + Duration::from_secs(11))
                 )
                 .await,
             Lookup::Miss

@@ -2,8 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::time::Instant;
-
+use super::moment::Moment;
 use crate::auth::Fingerprint;
 
 /// Slots of the credential revocation tables.
@@ -19,9 +18,8 @@ const REVOCATION_SLOTS: usize = 4096;
 ///   sharing the slot loses its older grants too, which costs it one upstream check.
 pub(super) struct Revocations {
     granted: Box<[AtomicU64]>,
+    /// [`Moment::nonzero`] of the last refusal (0 means never).
     refused: Box<[AtomicU64]>,
-    /// The base of the nanosecond times in `refused` (0 there means never).
-    epoch: Instant,
 }
 
 impl Revocations {
@@ -30,7 +28,6 @@ impl Revocations {
         Revocations {
             granted: table(),
             refused: table(),
-            epoch: Instant::now(),
         }
     }
 
@@ -39,31 +36,25 @@ impl Revocations {
         ((index % REVOCATION_SLOTS as u64) as usize, tag)
     }
 
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1)
-    }
-
     pub(super) fn granted(&self, who: Fingerprint) {
         let (slot, tag) = Self::slot(who);
         self.granted[slot].store(tag, Ordering::Release);
     }
 
     /// Records that `who` was refused at `now`, if it holds grants; whether it did.
-    pub(super) fn refused(&self, who: Fingerprint, now: Instant) -> bool {
+    pub(super) fn refused(&self, who: Fingerprint, now: Moment) -> bool {
         let (slot, tag) = Self::slot(who);
         if self.granted[slot].load(Ordering::Acquire) != tag {
             return false;
         }
-        self.refused[slot].fetch_max(self.nanos(now), Ordering::AcqRel);
+        self.refused[slot].fetch_max(now.nonzero(), Ordering::AcqRel);
         true
     }
 
     /// Whether a grant made to `who` at `at` was voided by a later refusal.
-    pub(super) fn voids(&self, who: Fingerprint, at: Instant) -> bool {
+    pub(super) fn voids(&self, who: Fingerprint, at: Moment) -> bool {
         let (slot, _) = Self::slot(who);
         let refused = self.refused[slot].load(Ordering::Acquire);
-        refused != 0 && self.nanos(at) <= refused
+        refused != 0 && at.nonzero() <= refused
     }
 }

@@ -5,21 +5,20 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{StatusCode, Version};
-use tokio::time::Instant;
 
 use super::fill::Oversized;
 use super::flight::Miss;
 use super::{Flow, Reply, Served};
-use crate::cache::{Entry, Lookup};
+use crate::cache::{Entry, Lookup, Moment};
 use crate::http::headers::strip_hop_by_hop;
 use crate::outcome::{CacheResult, Forward, Outcome};
 use crate::route::RouteKind;
 use crate::upstream::UpstreamError;
 
 /// A fresh entry, as a hit at `now`.
-pub(super) fn hit(entry: Arc<Entry>, now: Instant) -> Reply {
+pub(super) fn hit(entry: Arc<Entry>, now: Moment) -> Reply {
     Reply {
-        outcome: Outcome::hit(entry.ttl_secs(now), entry.age(now).as_secs()),
+        outcome: Outcome::hit(entry.ttl_secs(now), entry.age_secs(now)),
         served: Served::Entry(entry),
     }
 }
@@ -31,7 +30,7 @@ impl Flow {
         miss: &Miss<'_>,
         upstream_status: Option<StatusCode>,
     ) -> Option<Reply> {
-        let now = Instant::now();
+        let now = Moment::now();
         match self
             .cache
             .lookup(miss.protocol(), &miss.id, miss.who, now)
@@ -41,7 +40,7 @@ impl Flow {
                 let mut outcome = Outcome::forwarded(CacheResult::Stale, Forward::Stale);
                 outcome.upstream_status = upstream_status.map(|s| s.as_u16());
                 outcome.ttl = Some(entry.ttl_secs(now));
-                outcome.age = Some(entry.age(now).as_secs());
+                outcome.age = Some(entry.age_secs(now));
                 Some(Reply {
                     served: Served::Entry(entry),
                     outcome,

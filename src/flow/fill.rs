@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use super::flight::FlightKey;
 use super::{Answer, Fetched, Flow, FrontEnd, Verdict};
 use crate::auth::Fingerprint;
-use crate::cache::{EntryKind, Generation, Lookup, NewEntry};
+use crate::cache::{EntryKind, Generation, Lookup, Moment, NewEntry};
 use crate::coalesce::{Ending, Publisher};
 use crate::fleet::{Accept, Claim, Reader, SharedAnswer, Ticket};
 use crate::http::headers::{detached, replayable, request_id_of, strip_hop_by_hop};
@@ -242,7 +242,7 @@ impl Flow {
             .store_granted(protocol, id, entry, who, granted_at, generation)
             .await
             && matches!(
-                self.cache.lookup(protocol, id, who, now).await,
+                self.cache.lookup(protocol, id, who, Moment::of(now)).await,
                 Lookup::Fresh(_)
             )
     }

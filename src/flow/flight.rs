@@ -18,7 +18,7 @@ use super::fallback::hit;
 use super::fill::Oversized;
 use super::{Fetched, Flow, FrontEnd, ImageGet, Reply, Served, Verdict};
 use crate::auth::Fingerprint;
-use crate::cache::{Entry, Lookup};
+use crate::cache::{Entry, Lookup, Moment};
 use crate::coalesce::{Joined, Publisher, Wait};
 use crate::config::AuthMode;
 use crate::fleet::Accept;
@@ -149,7 +149,7 @@ impl Flow {
             Ok(Joined::Leader(publisher, subscription)) => {
                 if miss.forward == Forward::Miss {
                     // The flight before this one may have just filled the cache.
-                    let now = Instant::now();
+                    let now = Moment::now();
                     if let Lookup::Fresh(entry) = self
                         .cache
                         .lookup(miss.protocol(), &miss.id, miss.who, now)
@@ -178,7 +178,7 @@ impl Flow {
                 if miss.forward == Forward::Request && !last_round {
                     return Settled::NextRound(None);
                 }
-                let now = Instant::now();
+                let now = Moment::now();
                 match self
                     .cache
                     .lookup(miss.protocol(), &miss.id, miss.who, now)
@@ -281,6 +281,7 @@ impl Flow {
         request: &ImageGet<'_>,
         entry: &Entry,
         who: Option<Fingerprint>,
+        now: Moment,
     ) {
         let percent = self.refresh_ahead.load(Ordering::Relaxed);
         if percent == 0
@@ -289,7 +290,7 @@ impl Flow {
                 request.id,
                 entry,
                 who,
-                request.started,
+                now,
                 percent,
             )
         {
@@ -301,8 +302,8 @@ impl Flow {
             return;
         };
         self.metrics.refresh_started();
-        let age = entry.age(request.started);
-        let checked_age = entry.checked_age(who, request.started).unwrap_or(age);
+        let age = entry.age(now);
+        let checked_age = entry.checked_age(who, now).unwrap_or(age);
         // Another instance may have refreshed it already: take theirs if it is newer (in
         // per-credential mode, with a newer check of this caller: a newer value fetched for
         // someone else does not renew the caller's).

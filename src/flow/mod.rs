@@ -19,7 +19,7 @@ use http::{response, HeaderMap, Request};
 use tokio::time::Instant;
 
 use crate::auth::{CredentialHasher, Fingerprint};
-use crate::cache::{removal_cause_label, ImageCache, Lookup};
+use crate::cache::{removal_cause_label, ImageCache, Lookup, Moment};
 use crate::coalesce::Coalescer;
 use crate::config::{AuthMode, Config};
 use crate::error::BoxError;
@@ -221,13 +221,12 @@ impl Flow {
         };
         if forward == Forward::Miss {
             let protocol = request.front.protocol();
-            let found = self
-                .cache
-                .lookup(protocol, request.id, who, request.started)
-                .await;
+            // The request's one reading of the clock, as the cache counts time.
+            let now = Moment::of(request.started);
+            let found = self.cache.lookup(protocol, request.id, who, now).await;
             if let Lookup::Fresh(entry) = found {
-                self.maybe_refresh(&request, &entry, who);
-                return fallback::hit(entry, request.started);
+                self.maybe_refresh(&request, &entry, who, now);
+                return fallback::hit(entry, now);
             }
         }
         self.miss(request, who, forward).await
