@@ -24,12 +24,14 @@ use crate::tunable::TunableDuration;
 mod entry;
 mod header_sets;
 mod moment;
+mod recent;
 mod revocations;
 
 use entry::Grant;
 pub use entry::{Entry, EntryKind, NewEntry, MAX_GRANTS_PER_ENTRY};
 use header_sets::HeaderSets;
 pub use moment::Moment;
+use recent::{Recent, RecentLookups};
 use revocations::Revocations;
 
 /// The result of looking an image up for one caller.
@@ -75,6 +77,14 @@ fn key(protocol: Protocol, id: &str) -> ImageKey {
     }
 }
 
+/// The protocol and image ID of a key: the inverse of [`key`].
+fn protocol_and_id(key: &str) -> (Protocol, &str) {
+    match key.strip_suffix(GRPC_SUFFIX) {
+        Some(id) => (Protocol::Grpc, id),
+        None => (Protocol::Http, key),
+    }
+}
+
 /// Number of invalidation generation stripes. An invalidation bumps its ID's stripe; a fill
 /// that started before the bump is not stored. Two IDs sharing a stripe only cost a skipped
 /// store, and memory stays fixed however many IDs there are.
@@ -95,6 +105,8 @@ pub struct Generation(u64);
 
 pub struct ImageCache {
     entries: Cache<ImageKey, Arc<Entry>, foldhash::fast::RandomState>,
+    /// What lookups found lately, answered without moka's bookkeeping.
+    recent: Arc<RecentLookups>,
     header_sets: HeaderSets,
     generations: Box<[AtomicU64]>,
     purges: AtomicU64,
@@ -113,6 +125,8 @@ impl ImageCache {
     /// A cache sized and timed by `config`; `on_evict` hears every removal with its cause.
     pub fn new(config: &Config, on_evict: impl Fn(RemovalCause) + Send + Sync + 'static) -> Self {
         let retention = retention(config);
+        let recent = Arc::new(RecentLookups::new());
+        let forget = Arc::clone(&recent);
         let entries = Cache::builder()
             .max_capacity(config.max_capacity)
             .weigher(|id: &ImageKey, entry: &Arc<Entry>| entry.weight(id))
@@ -120,10 +134,15 @@ impl ImageCache {
             // lookup checks the entry's own window. moka's per-entry expiry would cost a
             // timer-wheel node per entry, about 20 bytes.
             .time_to_live(retention)
-            .eviction_listener(move |_, _, cause| on_evict(cause))
+            .eviction_listener(move |key: Arc<ImageKey>, entry: Arc<Entry>, cause| {
+                let (protocol, id) = protocol_and_id(&key);
+                forget.removed(protocol, id, &entry);
+                on_evict(cause)
+            })
             .build_with_hasher(foldhash::fast::RandomState::default());
         ImageCache {
             entries,
+            recent,
             header_sets: HeaderSets::new(),
             generations: (0..GENERATION_STRIPES).map(|_| AtomicU64::new(0)).collect(),
             purges: AtomicU64::new(0),
@@ -184,10 +203,19 @@ impl ImageCache {
         who: Option<Fingerprint>,
         now: Moment,
     ) -> Lookup {
-        let found = match protocol {
-            // The REST key is the ID itself: a hit builds no key.
-            Protocol::Http => self.entries.get(id).await,
-            Protocol::Grpc => self.entries.get(&key(protocol, id)).await,
+        let found = match self.recent.get(protocol, id) {
+            Recent::Found(entry) => Some(entry),
+            Recent::ReadThrough(ticket) => {
+                let found = match protocol {
+                    // The REST key is the ID itself: a hit builds no key.
+                    Protocol::Http => self.entries.get(id).await,
+                    Protocol::Grpc => self.entries.get(&key(protocol, id)).await,
+                };
+                if let Some(entry) = &found {
+                    self.recent.fill(ticket, protocol, id, entry);
+                }
+                found
+            }
         };
         let Some(entry) = found else {
             return Lookup::Miss;
@@ -201,8 +229,14 @@ impl ImageCache {
         // A stale entry is only worth anything while the upstream fails; its reader must
         // still have been granted it inside the same window.
         let stale_if_error = self.stale_if_error.get();
+        // Never past moka's retention, which a reload cannot lengthen: the table of recent
+        // lookups may hold an entry moka has just let go.
+        let usable_until = entry
+            .fresh_until()
+            .plus(stale_if_error)
+            .min(entry.stored.plus(self.retention));
         if entry.kind == EntryKind::Ready
-            && now < entry.fresh_until().plus(stale_if_error)
+            && now < usable_until
             && self.may_read(&entry, who, now, self.ttl.get() + stale_if_error)
         {
             return Lookup::Stale(entry);
@@ -357,10 +391,14 @@ impl ImageCache {
                 })))
             })
             .await;
-        matches!(
+        let stored = matches!(
             result,
             CompResult::Inserted(_) | CompResult::ReplacedWith(_)
-        )
+        );
+        if stored {
+            self.recent.changed(protocol, id);
+        }
+        stored
     }
 
     /// Ends `who`'s grant of `id`, in every protocol's entry: the API refused it that image
@@ -381,7 +419,10 @@ impl ImageCache {
                     std::future::ready(op)
                 })
                 .await;
-            revoked |= matches!(result, CompResult::ReplacedWith(_));
+            if matches!(result, CompResult::ReplacedWith(_)) {
+                self.recent.changed(protocol, id);
+                revoked = true;
+            }
         }
         revoked
     }
@@ -402,6 +443,7 @@ impl ImageCache {
                 Protocol::Http => self.entries.remove(id).await,
                 Protocol::Grpc => self.entries.remove(&key(protocol, id)).await,
             };
+            self.recent.changed(protocol, id);
             dropped += u64::from(removed.is_some());
         }
         dropped
@@ -435,6 +477,7 @@ impl ImageCache {
         self.entries.run_pending_tasks().await;
         let count = self.entries.entry_count();
         self.entries.invalidate_all();
+        self.recent.changed_all();
         self.entries.run_pending_tasks().await;
         count
     }
@@ -786,5 +829,104 @@ mod tests {
                 .await,
             Lookup::Miss
         ));
+    }
+
+    /// The body `who` is served for `id` in `protocol`, or `None` on a miss.
+    async fn served(
+        cache: &ImageCache,
+        protocol: Protocol,
+        who: Option<Fingerprint>,
+    ) -> Option<Bytes> {
+        match cache.lookup(protocol, "img", who, Moment::now()).await {
+            Lookup::Fresh(entry) => Some(entry.body.clone()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn lookups_answered_from_the_recent_table_see_every_change() {
+        let cache = ImageCache::new(&config(AuthMode::PerCredential), |_| {});
+        let (a, b) = fingerprints();
+        for protocol in Protocol::ALL {
+            let put = |body: &'static str, who| {
+                let generation = cache.generation("img");
+                cache.store(protocol, "img", ready(body), who, generation)
+            };
+            let one = Some(Bytes::from("one"));
+            let two = Some(Bytes::from("two"));
+            assert!(put("one", Some(a)).await);
+            assert_eq!(lookups(&cache, protocol, Some(a)).await, [one]);
+            assert!(put("two", Some(a)).await);
+            assert_eq!(
+                lookups(&cache, protocol, Some(a)).await,
+                std::slice::from_ref(&two)
+            );
+            assert!(put("two", Some(b)).await);
+            assert_eq!(
+                lookups(&cache, protocol, Some(b)).await,
+                std::slice::from_ref(&two)
+            );
+            assert!(cache.revoke("img", b).await);
+            assert_eq!(lookups(&cache, protocol, Some(b)).await, [None]);
+            assert_eq!(lookups(&cache, protocol, Some(a)).await, [two]);
+            cache.invalidate("img").await;
+            assert_eq!(lookups(&cache, protocol, Some(a)).await, [None]);
+            assert!(put("three", Some(a)).await);
+            let three = Some(Bytes::from("three"));
+            assert_eq!(lookups(&cache, protocol, Some(a)).await, [three]);
+            cache.purge_all().await;
+            assert_eq!(lookups(&cache, protocol, Some(a)).await, [None]);
+        }
+    }
+
+    /// What 40 lookups in a row served, repeats removed: enough that most are answered by
+    /// the table of recent lookups.
+    async fn lookups(
+        cache: &ImageCache,
+        protocol: Protocol,
+        who: Option<Fingerprint>,
+    ) -> Vec<Option<Bytes>> {
+        let mut bodies = Vec::new();
+        for _ in 0..40 {
+            bodies.push(served(cache, protocol, who).await);
+        }
+        bodies.dedup();
+        bodies
+    }
+
+    #[tokio::test]
+    async fn an_entry_read_before_a_change_is_not_put_back_after_it() {
+        let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
+        assert!(store(&cache, "img", ready("old"), None).await);
+        let Recent::ReadThrough(ticket) = cache.recent.get(Protocol::Http, "img") else {
+            panic!("nothing was looked up yet");
+        };
+        let old = cache.entries.get("img").await.expect("stored");
+        assert!(store(&cache, "img", ready("new"), None).await);
+        cache.recent.fill(ticket, Protocol::Http, "img", &old);
+        for _ in 0..40 {
+            assert_eq!(
+                served(&cache, Protocol::Http, None).await,
+                Some(Bytes::from("new"))
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_recent_table_lets_go_of_what_moka_removes() {
+        let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
+        assert!(store(&cache, "img", ready("{}"), None).await);
+        assert!(served(&cache, Protocol::Http, None).await.is_some());
+        let held = cache.entries.get("img").await.expect("stored");
+        assert!(matches!(
+            cache.recent.get(Protocol::Http, "img"),
+            Recent::Found(_)
+        ));
+        cache.recent.removed(Protocol::Http, "img", &held);
+        assert!(matches!(
+            cache.recent.get(Protocol::Http, "img"),
+            Recent::ReadThrough(_)
+        ));
+        assert_eq!(Arc::strong_count(&held), 2, "moka's and this test's");
     }
 }

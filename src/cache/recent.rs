@@ -1,0 +1,165 @@
+//! The entries lookups found lately, in a small fixed table in front of moka.
+//!
+//! moka records every read for its eviction policy: a queued read operation and, every so
+//! often, housekeeping that drains the queue. That is over a thousand instructions, most of
+//! what a cache hit costs. A lookup of an image found a moment ago is answered from this
+//! table instead, and one in [`READ_SAMPLE`] still reads through moka, so that its policy
+//! keeps seeing which images are hot.
+//!
+//! The table only ever holds what moka holds. Every change the cache makes to a key (a
+//! store, a revoked grant, an invalidation, a purge) clears the key's slot and advances the
+//! slot's version once the change is in moka. A lookup that finds nothing here reads moka
+//! and fills the slot only if its version did not move meanwhile, so a value read before a
+//! change cannot be put back after it. Removals by moka itself (size, age) clear the slot
+//! from the eviction listener, so the table keeps nothing alive that moka let go.
+//!
+//! Memory is fixed: [`SLOTS`] slots of a few words each, whatever the number of entries.
+//! Two keys that share a slot take turns in it and cost no more than moka's lookup.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::entry::Entry;
+use super::ImageKey;
+use crate::image::Protocol;
+
+/// Slots in the table; a power of two.
+const SLOTS: usize = 1024;
+
+/// One lookup in this many of a key held here reads through moka, which records the read.
+const READ_SAMPLE: u32 = 16;
+
+pub(super) struct RecentLookups {
+    slots: Box<[RwLock<Slot>]>,
+    hasher: foldhash::fast::RandomState,
+}
+
+#[derive(Default)]
+struct Slot {
+    /// Advanced by every change to a key of this slot.
+    version: u64,
+    held: Option<Held>,
+}
+
+struct Held {
+    protocol: Protocol,
+    id: ImageKey,
+    entry: Arc<Entry>,
+    /// Lookups answered from this slot, for the sampling of reads through moka.
+    reads: AtomicU32,
+}
+
+/// What the table knows of a key.
+pub(super) enum Recent {
+    /// moka's current entry; this lookup need not read moka.
+    Found(Arc<Entry>),
+    /// Read moka, then hand what it holds to [`RecentLookups::fill`] with this ticket.
+    ReadThrough(Ticket),
+}
+
+/// The slot a lookup read and its version then.
+pub(super) struct Ticket {
+    slot: usize,
+    version: u64,
+}
+
+impl RecentLookups {
+    pub(super) fn new() -> Self {
+        RecentLookups {
+            slots: (0..SLOTS).map(|_| RwLock::default()).collect(),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn slot_of(&self, protocol: Protocol, id: &str) -> usize {
+        (self.hasher.hash_one(id) as usize).wrapping_add(protocol.index()) & (SLOTS - 1)
+    }
+
+    pub(super) fn get(&self, protocol: Protocol, id: &str) -> Recent {
+        let slot = self.slot_of(protocol, id);
+        let guard = self.slots[slot]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(held) = &guard.held {
+            if held.protocol == protocol
+                && held.id == id
+                && held.reads.fetch_add(1, Ordering::Relaxed) % READ_SAMPLE != 0
+            {
+                return Recent::Found(Arc::clone(&held.entry));
+            }
+        }
+        Recent::ReadThrough(Ticket {
+            slot,
+            version: guard.version,
+        })
+    }
+
+    /// Holds `entry`, what moka held for the key after `ticket` was taken, unless the key's
+    /// slot changed since.
+    pub(super) fn fill(&self, ticket: Ticket, protocol: Protocol, id: &str, entry: &Arc<Entry>) {
+        let current = |slot: &Slot| {
+            slot.version != ticket.version
+                || slot
+                    .held
+                    .as_ref()
+                    .is_some_and(|held| Arc::ptr_eq(&held.entry, entry))
+        };
+        // Mostly a sampled read of the entry already held: settled under the read lock, so
+        // that the hits answered from this slot meanwhile do not wait.
+        if current(
+            &self.slots[ticket.slot]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return;
+        }
+        let mut slot = self.slots[ticket.slot]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if current(&slot) {
+            return;
+        }
+        slot.held = Some(Held {
+            protocol,
+            id: ImageKey::from(id),
+            entry: Arc::clone(entry),
+            reads: AtomicU32::new(1),
+        });
+    }
+
+    /// The key's entry in moka changed or is gone: forget it. Call once moka has it.
+    pub(super) fn changed(&self, protocol: Protocol, id: &str) {
+        self.clear(self.slot_of(protocol, id));
+    }
+
+    /// Every entry changed.
+    pub(super) fn changed_all(&self) {
+        (0..SLOTS).for_each(|slot| self.clear(slot));
+    }
+
+    fn clear(&self, slot: usize) {
+        let mut slot = self.slots[slot]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        slot.version = slot.version.wrapping_add(1);
+        slot.held = None;
+    }
+
+    /// moka removed `entry` of its own accord (size, age): let it go here too.
+    pub(super) fn removed(&self, protocol: Protocol, id: &str, entry: &Arc<Entry>) {
+        let slot = self.slot_of(protocol, id);
+        let holds_it = {
+            let guard = self.slots[slot]
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            guard
+                .held
+                .as_ref()
+                .is_some_and(|held| Arc::ptr_eq(&held.entry, entry))
+        };
+        if holds_it {
+            self.clear(slot);
+        }
+    }
+}
