@@ -18,6 +18,7 @@ use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::head_timer::HeadTimer;
 use crate::config::Config;
 use crate::http::ProxyBody;
 use crate::metrics::{Metrics, Rejection};
@@ -57,8 +58,8 @@ enum Protocol {
 }
 
 /// hyper's builders for both protocols, with the proxy's limits: request heads and streams,
-/// and the timer without which hyper's header-read timeout silently does nothing. Rebuilt by
-/// a reload, for the connections accepted after it.
+/// and the timers without which hyper's timeouts silently do nothing (HTTP/1: one
+/// [`HeadTimer`] per connection). Rebuilt by a reload, for the connections accepted after it.
 pub(super) struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
@@ -70,8 +71,8 @@ impl Protocols {
     pub(super) fn new(config: &Config) -> Protocols {
         let mut http1 = http1::Builder::new();
         let max_header_size = usize::try_from(config.max_header_size).unwrap_or(usize::MAX);
+        // The timer is set per connection, see `Protocols::http1_for_connection`.
         http1
-            .timer(TokioTimer::new())
             .header_read_timeout(config.header_read_timeout)
             .max_buf_size(max_header_size);
         // hyper's own limit is 100 headers on a stack array; any other limit makes it allocate
@@ -91,6 +92,13 @@ impl Protocols {
             http2,
             first_byte_timeout: config.header_read_timeout,
         }
+    }
+
+    /// The HTTP/1 builder for one connection: with that connection's own head timer.
+    fn http1_for_connection(&self) -> http1::Builder {
+        let mut http1 = self.http1.clone();
+        http1.timer(HeadTimer::default());
+        http1
     }
 
     /// Serves `stream` with `service` once it has said which protocol it speaks (within the
@@ -114,9 +122,13 @@ impl Protocols {
             let io = TokioIo::new(stream);
             let ended = match (protocol, watcher) {
                 (Protocol::Http1, Some(w)) => {
-                    w.watch(protocols.http1.serve_connection(io, service)).await
+                    let http1 = protocols.http1_for_connection();
+                    w.watch(http1.serve_connection(io, service)).await
                 }
-                (Protocol::Http1, None) => protocols.http1.serve_connection(io, service).await,
+                (Protocol::Http1, None) => {
+                    let http1 = protocols.http1_for_connection();
+                    http1.serve_connection(io, service).await
+                }
                 (Protocol::Http2, Some(w)) => {
                     w.watch(protocols.http2.serve_connection(io, service)).await
                 }

@@ -28,6 +28,7 @@ use crate::reload::Reloader;
 use crate::rest::Rest;
 
 mod connection;
+mod head_timer;
 mod signals;
 
 use connection::{accepted_stream, local, Gate, Protocols};

@@ -488,6 +488,36 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
     h.stop().await;
 }
 
+#[tokio::test]
+async fn a_kept_alive_connection_is_timed_from_its_latest_request_head() {
+    let h = Harness::with_config(config(|c| c.header_read_timeout = Duration::from_secs(1))).await;
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    // Requests 300 ms apart, for longer than the timeout: each head is timed on its own.
+    for _ in 0..5 {
+        stream
+            .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = stream.read(&mut answer).await.unwrap();
+        assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 404"));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Then a head that never ends: cut off one timeout after it began (less the 300 ms idle).
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the proxy closed the connection");
+    assert!(rest.is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_eq!(h.sim.request_count(), 5);
+    h.stop().await;
+}
+
 // ---- refresh ahead ---------------------------------------------------------------------
 
 /// Hits until one shows the entry was renewed (`Age: 0`).
