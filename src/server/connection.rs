@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
-use hyper::service::HttpService;
+use hyper::service::Service;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::head_timer::HeadTimer;
+use super::head_watch::{HeadWatch, Reported};
 use crate::config::Config;
 use crate::http::ProxyBody;
 use crate::metrics::{Metrics, Rejection};
@@ -58,22 +59,24 @@ enum Protocol {
 }
 
 /// hyper's builders for both protocols, with the proxy's limits: request heads and streams,
-/// and the timers without which hyper's timeouts silently do nothing (HTTP/1: one
-/// [`HeadTimer`] per connection). Rebuilt by a reload, for the connections accepted after it.
+/// and HTTP/2's timer, without which hyper's pings silently do nothing. HTTP/1's heads are
+/// timed by the [`HeadWatch`]. Rebuilt by a reload, for the connections accepted after it.
 pub(super) struct Protocols {
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
-    /// How long a new connection may take to say which protocol it speaks.
-    first_byte_timeout: Duration,
+    /// How long a new connection may take to say which protocol it speaks, and an HTTP/1
+    /// connection to send each request head.
+    header_read_timeout: Duration,
+    head_watch: Arc<HeadWatch>,
 }
 
 impl Protocols {
-    pub(super) fn new(config: &Config) -> Protocols {
+    pub(super) fn new(config: &Config, head_watch: Arc<HeadWatch>) -> Protocols {
         let mut http1 = http1::Builder::new();
         let max_header_size = usize::try_from(config.max_header_size).unwrap_or(usize::MAX);
-        // The timer is set per connection, see `Protocols::http1_for_connection`.
+        // The head watch times heads instead of hyper (which would arm a timer per request).
         http1
-            .header_read_timeout(config.header_read_timeout)
+            .header_read_timeout(None)
             .max_buf_size(max_header_size);
         // hyper's own limit is 100 headers on a stack array; any other limit makes it allocate
         // and zero a vector for every request.
@@ -90,19 +93,13 @@ impl Protocols {
         Protocols {
             http1,
             http2,
-            first_byte_timeout: config.header_read_timeout,
+            header_read_timeout: config.header_read_timeout,
+            head_watch,
         }
     }
 
-    /// The HTTP/1 builder for one connection: with that connection's own head timer.
-    fn http1_for_connection(&self) -> http1::Builder {
-        let mut http1 = self.http1.clone();
-        http1.timer(HeadTimer::default());
-        http1
-    }
-
     /// Serves `stream` with `service` once it has said which protocol it speaks (within the
-    /// first-byte timeout; else it is closed); with a `watcher`, a drain lets its requests
+    /// header-read timeout; else it is closed); with a `watcher`, a drain lets its requests
     /// finish. The `permit` is held until the connection ends.
     pub(super) fn serve<S>(
         self: &Arc<Self>,
@@ -111,28 +108,45 @@ impl Protocols {
         watcher: Option<Watcher>,
         permit: OwnedSemaphorePermit,
     ) where
-        S: HttpService<Incoming, ResBody = ProxyBody, Error = Infallible> + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>
+            + Send
+            + 'static,
         S::Future: Send + 'static,
     {
         let protocols = self.clone();
         tokio::spawn(async move {
-            let Some(protocol) = detect(&stream, protocols.first_byte_timeout).await else {
+            let timeout = protocols.header_read_timeout;
+            let Some(protocol) = detect(&stream, timeout).await else {
                 return;
             };
-            let io = TokioIo::new(stream);
-            let ended = match (protocol, watcher) {
-                (Protocol::Http1, Some(w)) => {
-                    let http1 = protocols.http1_for_connection();
-                    w.watch(http1.serve_connection(io, service)).await
+            let ended = match protocol {
+                Protocol::Http1 => {
+                    let activity = match protocols.head_watch.watch(&stream, timeout) {
+                        Ok(activity) => activity,
+                        Err(e) => {
+                            // Out of file descriptors: an untimed connection is not served.
+                            tracing::warn!(error = %e, "closing a connection that cannot be timed");
+                            return;
+                        }
+                    };
+                    let service = Reported { service, activity };
+                    let connection = protocols
+                        .http1
+                        .serve_connection(TokioIo::new(stream), service);
+                    match watcher {
+                        Some(w) => w.watch(connection).await,
+                        None => connection.await,
+                    }
                 }
-                (Protocol::Http1, None) => {
-                    let http1 = protocols.http1_for_connection();
-                    http1.serve_connection(io, service).await
+                Protocol::Http2 => {
+                    let connection = protocols
+                        .http2
+                        .serve_connection(TokioIo::new(stream), service);
+                    match watcher {
+                        Some(w) => w.watch(connection).await,
+                        None => connection.await,
+                    }
                 }
-                (Protocol::Http2, Some(w)) => {
-                    w.watch(protocols.http2.serve_connection(io, service)).await
-                }
-                (Protocol::Http2, None) => protocols.http2.serve_connection(io, service).await,
             };
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "client connection ended with an error");

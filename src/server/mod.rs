@@ -28,7 +28,7 @@ use crate::reload::Reloader;
 use crate::rest::Rest;
 
 mod connection;
-mod head_timer;
+mod head_watch;
 mod signals;
 
 use connection::{accepted_stream, local, Gate, Protocols};
@@ -76,7 +76,8 @@ pub async fn run_with_reloads(
     let admin = Admin::new(flow.clone(), ready.clone(), config.admin_token.as_ref());
     let mut reloader = Reloader::new(loaded, flow, limits, admin.clone());
     let mut reloads_open = true;
-    let mut protocols = Arc::new(Protocols::new(&config));
+    let head_watch = Arc::new(head_watch::HeadWatch::new());
+    let mut protocols = Arc::new(Protocols::new(&config, head_watch.clone()));
     let mut shutdown_grace = config.shutdown_grace;
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
     let proxy_gate = Gate {
@@ -119,7 +120,7 @@ pub async fn run_with_reloads(
                 };
                 if let Some(running) = reloader.apply(reload) {
                     // Connections accepted from now on take the new head limits and timeout.
-                    protocols = Arc::new(Protocols::new(running));
+                    protocols = Arc::new(Protocols::new(running, head_watch.clone()));
                     shutdown_grace = running.shutdown_grace;
                 }
             }

@@ -1,0 +1,331 @@
+//! The header-read timeout of HTTP/1 connections, kept by one task for all of them.
+//!
+//! A connection that is idle (just accepted, or its last response sent) must send a whole
+//! request head within `--header-read-timeout`, or it is closed: a slow or silent client
+//! cannot hold a connection, and its permit, for long. hyper can time heads itself, but it
+//! arms a timer for every request (an allocation, a timer-wheel insertion and removal, a
+//! clock read) and reads the socket once more after each request to start it: together
+//! about a tenth of what a cache hit costs (`bench/callgrind`). Here a request costs three
+//! counter updates, and one task looks at every connection eight times per timeout. A
+//! connection is closed (its socket shut down, which hyper reads as the end) when it has had
+//! no request in flight and no new request head from the look that first saw it idle until
+//! a timeout later: never early, and late by at most two looks.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper::{Request, Response};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::BoxError;
+use crate::http::ProxyBody;
+
+/// Looks per timeout at each connection.
+const LOOKS_PER_TIMEOUT: u32 = 8;
+
+/// Bounds on the time between looks, whatever the timeout: often enough for a timeout of a
+/// millisecond to hold within a few, and at least once a second.
+const MIN_LOOK_INTERVAL: Duration = Duration::from_millis(5);
+const MAX_LOOK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The watch over a server's HTTP/1 connections. Dropping it ends its task.
+pub(super) struct HeadWatch {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    watched: Mutex<Vec<Watched>>,
+    /// A connection arrived (the task sleeps while there are none), or the watch ended.
+    arrived: Notify,
+    ended: AtomicBool,
+}
+
+/// What one connection has done, as its requests report it.
+pub(super) struct Activity {
+    /// Request heads received.
+    heads: AtomicU64,
+    /// Requests whose response has not been all sent (or dropped).
+    in_flight: AtomicU64,
+    timeout: Duration,
+    /// A second handle on the connection's socket, to shut it down from the watch.
+    socket: std::net::TcpStream,
+}
+
+/// The watch's record of one connection.
+struct Watched {
+    activity: Weak<Activity>,
+    seen_heads: u64,
+    /// The first look that found it idle since its last request.
+    idle_since: Option<Instant>,
+}
+
+impl Watched {
+    /// Whether the connection has been idle for `timeout` at `now`, given what it reports:
+    /// `heads` received so far, and whether a request is `busy`.
+    fn expired(&mut self, heads: u64, busy: bool, now: Instant, timeout: Duration) -> bool {
+        if busy || heads != self.seen_heads {
+            self.seen_heads = heads;
+            self.idle_since = None;
+            return false;
+        }
+        let since = *self.idle_since.get_or_insert(now);
+        now.duration_since(since) >= timeout
+    }
+}
+
+impl HeadWatch {
+    /// A watch, with its task on the current runtime.
+    pub(super) fn new() -> HeadWatch {
+        let watch = HeadWatch::without_task();
+        tokio::spawn(keep_watch(Arc::clone(&watch.shared)));
+        watch
+    }
+
+    fn without_task() -> HeadWatch {
+        HeadWatch {
+            shared: Arc::new(Shared {
+                watched: Mutex::new(Vec::new()),
+                arrived: Notify::new(),
+                ended: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Starts watching `stream`, whose heads must each arrive within `timeout` of it going
+    /// idle. Fails if the socket cannot be duplicated (out of file descriptors).
+    pub(super) fn watch(&self, stream: &TcpStream, timeout: Duration) -> io::Result<Arc<Activity>> {
+        #[cfg(unix)]
+        let socket = std::os::fd::AsFd::as_fd(stream).try_clone_to_owned()?;
+        #[cfg(windows)]
+        let socket = std::os::windows::io::AsSocket::as_socket(stream).try_clone_to_owned()?;
+        let activity = Arc::new(Activity {
+            heads: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            timeout,
+            socket: std::net::TcpStream::from(socket),
+        });
+        self.shared
+            .watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Watched {
+                activity: Arc::downgrade(&activity),
+                seen_heads: 0,
+                idle_since: None,
+            });
+        self.shared.arrived.notify_one();
+        Ok(activity)
+    }
+}
+
+impl Drop for HeadWatch {
+    fn drop(&mut self) {
+        self.shared.ended.store(true, Ordering::Release);
+        self.shared.arrived.notify_one();
+    }
+}
+
+/// The watch's task: looks at the connections until the watch is dropped.
+async fn keep_watch(shared: Arc<Shared>) {
+    while !shared.ended.load(Ordering::Acquire) {
+        match shared.look(Instant::now()) {
+            Some(interval) => tokio::time::sleep(interval).await,
+            None => shared.arrived.notified().await,
+        }
+    }
+}
+
+impl Shared {
+    /// Closes the connections idle for their timeout and forgets the ended ones. Returns
+    /// when to look again, or `None` when there is nothing to watch.
+    fn look(&self, now: Instant) -> Option<Duration> {
+        let mut watched = self.watched.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut shortest: Option<Duration> = None;
+        watched.retain_mut(|w| {
+            let Some(activity) = w.activity.upgrade() else {
+                return false;
+            };
+            let heads = activity.heads.load(Ordering::Acquire);
+            let busy = activity.in_flight.load(Ordering::Acquire) > 0;
+            if w.expired(heads, busy, now, activity.timeout) {
+                // hyper reads the shutdown as the end of the connection. An error means the
+                // socket is closed already.
+                let _ = activity.socket.shutdown(Shutdown::Both);
+                return false;
+            }
+            shortest = Some(shortest.map_or(activity.timeout, |s| s.min(activity.timeout)));
+            true
+        });
+        shortest.map(|t| (t / LOOKS_PER_TIMEOUT).clamp(MIN_LOOK_INTERVAL, MAX_LOOK_INTERVAL))
+    }
+}
+
+/// A connection's service, reporting each request to the connection's [`Activity`].
+pub(super) struct Reported<S> {
+    pub(super) service: S,
+    pub(super) activity: Arc<Activity>,
+}
+
+/// One request in flight: its response is done when this is dropped.
+pub(super) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Release);
+    }
+}
+
+impl<S> Service<Request<Incoming>> for Reported<S>
+where
+    S: Service<Request<Incoming>, Response = Response<ProxyBody>, Error = Infallible>,
+{
+    type Response = Response<ReportedBody>;
+    type Error = Infallible;
+    type Future = ReportedFuture<S::Future>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Ordering::Release);
+        self.activity.heads.fetch_add(1, Ordering::Release);
+        ReportedFuture {
+            response: self.service.call(request),
+            in_flight: Some(InFlight(Arc::clone(&self.activity))),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of a reported request; what it holds of the request moves to its body.
+    pub(super) struct ReportedFuture<F> {
+        #[pin]
+        response: F,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<F> Future for ReportedFuture<F>
+where
+    F: Future<Output = Result<Response<ProxyBody>, Infallible>>,
+{
+    type Output = Result<Response<ReportedBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = ready!(this.response.poll(cx));
+        let in_flight = this.in_flight.take();
+        Poll::Ready(Ok(response.map(|body| ReportedBody {
+            body,
+            _in_flight: in_flight,
+        })))
+    }
+}
+
+/// A response body that ends its request's time in flight when hyper is done with it.
+pub(super) struct ReportedBody {
+    body: ProxyBody,
+    /// Held only to be dropped with the body.
+    _in_flight: Option<InFlight>,
+}
+
+impl Body for ReportedBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn watched() -> Watched {
+        Watched {
+            activity: Weak::new(),
+            seen_heads: 0,
+            idle_since: None,
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn idle_for_the_timeout_from_the_first_idle_look_expires() {
+        let start = Instant::now();
+        let mut w = watched();
+        assert!(!w.expired(0, false, start, TIMEOUT));
+        assert!(!w.expired(0, false, start + Duration::from_millis(9_999), TIMEOUT));
+        assert!(w.expired(0, false, start + TIMEOUT, TIMEOUT));
+    }
+
+    #[test]
+    fn a_request_head_or_one_in_flight_starts_the_wait_again() {
+        let start = Instant::now();
+        let mut w = watched();
+        assert!(!w.expired(0, false, start, TIMEOUT));
+        // A request came and went between two looks.
+        assert!(!w.expired(1, false, start + Duration::from_secs(9), TIMEOUT));
+        assert!(!w.expired(1, false, start + Duration::from_secs(12), TIMEOUT));
+        // A slow request in flight is not idle, however long it takes.
+        assert!(!w.expired(2, true, start + Duration::from_secs(19), TIMEOUT));
+        assert!(!w.expired(2, true, start + Duration::from_secs(60), TIMEOUT));
+        assert!(!w.expired(2, false, start + Duration::from_secs(61), TIMEOUT));
+        assert!(!w.expired(2, false, start + Duration::from_secs(70), TIMEOUT));
+        assert!(w.expired(2, false, start + Duration::from_secs(71), TIMEOUT));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watch_shuts_an_idle_socket_and_forgets_ended_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        // Looked at by hand, not by the task.
+        let watch = HeadWatch::without_task();
+        let activity = watch.watch(&server, Duration::from_millis(80)).unwrap();
+        let other = watch.watch(&server, TIMEOUT).unwrap();
+        drop(other);
+        // A look now (the first idle look), then one after the timeout: closed.
+        let interval = watch.shared.look(Instant::now()).expect("one to watch");
+        assert_eq!(interval, Duration::from_millis(10));
+        assert_eq!(
+            watch.shared.watched.lock().unwrap().len(),
+            1,
+            "the dropped one is gone"
+        );
+        tokio::time::advance(Duration::from_millis(80)).await;
+        assert_eq!(watch.shared.look(Instant::now()), None);
+        let mut buf = [0u8; 1];
+        client.readable().await.unwrap();
+        assert_eq!(
+            client.try_read(&mut buf).unwrap(),
+            0,
+            "the server side shut down"
+        );
+        drop(activity);
+    }
+}
