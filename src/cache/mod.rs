@@ -134,9 +134,9 @@ impl ImageCache {
             // lookup checks the entry's own window. moka's per-entry expiry would cost a
             // timer-wheel node per entry, about 20 bytes.
             .time_to_live(retention)
-            .eviction_listener(move |key: Arc<ImageKey>, entry: Arc<Entry>, cause| {
+            .eviction_listener(move |key: Arc<ImageKey>, _, cause| {
                 let (protocol, id) = protocol_and_id(&key);
-                forget.removed(protocol, id, &entry);
+                forget.changed(protocol, id);
                 on_evict(cause)
             })
             .build_with_hasher(foldhash::fast::RandomState::default());
@@ -211,8 +211,10 @@ impl ImageCache {
                     Protocol::Http => self.entries.get(id).await,
                     Protocol::Grpc => self.entries.get(&key(protocol, id)).await,
                 };
-                if let Some(entry) = &found {
-                    self.recent.fill(ticket, protocol, id, entry);
+                match &found {
+                    Some(entry) => self.recent.fill(ticket, protocol, id, entry),
+                    // moka's own expiry has not reached the listener yet, say.
+                    None => self.recent.changed(protocol, id),
                 }
                 found
             }
@@ -220,6 +222,11 @@ impl ImageCache {
         let Some(entry) = found else {
             return Lookup::Miss;
         };
+        // Never past moka's retention, which a reload cannot lengthen: the table of recent
+        // lookups may hold an entry moka's expiry has not reported yet.
+        if now >= entry.stored.plus(self.retention) {
+            return Lookup::Miss;
+        }
         if entry.is_fresh(now) {
             if self.may_read(&entry, who, now, self.ttl.get()) {
                 return Lookup::Fresh(entry);
@@ -229,14 +236,8 @@ impl ImageCache {
         // A stale entry is only worth anything while the upstream fails; its reader must
         // still have been granted it inside the same window.
         let stale_if_error = self.stale_if_error.get();
-        // Never past moka's retention, which a reload cannot lengthen: the table of recent
-        // lookups may hold an entry moka has just let go.
-        let usable_until = entry
-            .fresh_until()
-            .plus(stale_if_error)
-            .min(entry.stored.plus(self.retention));
         if entry.kind == EntryKind::Ready
-            && now < usable_until
+            && now < entry.fresh_until().plus(stale_if_error)
             && self.may_read(&entry, who, now, self.ttl.get() + stale_if_error)
         {
             return Lookup::Stale(entry);
@@ -419,10 +420,9 @@ impl ImageCache {
                     std::future::ready(op)
                 })
                 .await;
-            if matches!(result, CompResult::ReplacedWith(_)) {
-                self.recent.changed(protocol, id);
-                revoked = true;
-            }
+            // Whatever moka did: the table may hold what moka has just let go.
+            self.recent.changed(protocol, id);
+            revoked |= matches!(result, CompResult::ReplacedWith(_));
         }
         revoked
     }
@@ -913,20 +913,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_recent_table_lets_go_of_what_moka_removes() {
+    async fn an_entry_read_before_moka_removes_it_is_not_put_back_after() {
         let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
         assert!(store(&cache, "img", ready("{}"), None).await);
-        assert!(served(&cache, Protocol::Http, None).await.is_some());
+        let Recent::ReadThrough(ticket) = cache.recent.get(Protocol::Http, "img") else {
+            panic!("nothing was looked up yet");
+        };
         let held = cache.entries.get("img").await.expect("stored");
-        assert!(matches!(
-            cache.recent.get(Protocol::Http, "img"),
-            Recent::Found(_)
-        ));
-        cache.recent.removed(Protocol::Http, "img", &held);
+        // Removed by moka alone (as by size or age): only its eviction listener hears of it.
+        cache.entries.invalidate("img").await;
+        cache.recent.fill(ticket, Protocol::Http, "img", &held);
         assert!(matches!(
             cache.recent.get(Protocol::Http, "img"),
             Recent::ReadThrough(_)
         ));
-        assert_eq!(Arc::strong_count(&held), 2, "moka's and this test's");
+        assert_eq!(served(&cache, Protocol::Http, None).await, None);
+        cache.entries.run_pending_tasks().await;
+        assert_eq!(Arc::strong_count(&held), 1, "only this test holds it");
     }
 }

@@ -8,10 +8,11 @@
 //!
 //! The table only ever holds what moka holds. Every change the cache makes to a key (a
 //! store, a revoked grant, an invalidation, a purge) clears the key's slot and advances the
-//! slot's version once the change is in moka. A lookup that finds nothing here reads moka
-//! and fills the slot only if its version did not move meanwhile, so a value read before a
-//! change cannot be put back after it. Removals by moka itself (size, age) clear the slot
-//! from the eviction listener, so the table keeps nothing alive that moka let go.
+//! slot's version once the change is in moka, and so does every removal moka reports to its
+//! eviction listener (size, age, and moka's side of the cache's own changes). A lookup that
+//! finds nothing here reads moka and fills the slot only if its version did not move
+//! meanwhile, so a value read before a change or a removal cannot be put back after it, and
+//! the table keeps nothing alive that moka let go.
 //!
 //! Memory is fixed: [`SLOTS`] slots of a few words each, whatever the number of entries.
 //! Two keys that share a slot take turns in it and cost no more than moka's lookup.
@@ -128,7 +129,8 @@ impl RecentLookups {
         });
     }
 
-    /// The key's entry in moka changed or is gone: forget it. Call once moka has it.
+    /// The key's entry in moka changed or is gone: forget it, and refuse fills with tickets
+    /// taken before. Call once moka has the change.
     pub(super) fn changed(&self, protocol: Protocol, id: &str) {
         self.clear(self.slot_of(protocol, id));
     }
@@ -144,22 +146,5 @@ impl RecentLookups {
             .unwrap_or_else(PoisonError::into_inner);
         slot.version = slot.version.wrapping_add(1);
         slot.held = None;
-    }
-
-    /// moka removed `entry` of its own accord (size, age): let it go here too.
-    pub(super) fn removed(&self, protocol: Protocol, id: &str, entry: &Arc<Entry>) {
-        let slot = self.slot_of(protocol, id);
-        let holds_it = {
-            let guard = self.slots[slot]
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            guard
-                .held
-                .as_ref()
-                .is_some_and(|held| Arc::ptr_eq(&held.entry, entry))
-        };
-        if holds_it {
-            self.clear(slot);
-        }
     }
 }

@@ -121,18 +121,9 @@ impl Protocols {
             };
             let ended = match protocol {
                 Protocol::Http1 => {
-                    let activity = match protocols.head_watch.watch(&stream, timeout) {
-                        Ok(activity) => activity,
-                        Err(e) => {
-                            // Out of file descriptors: an untimed connection is not served.
-                            tracing::warn!(error = %e, "closing a connection that cannot be timed");
-                            return;
-                        }
-                    };
+                    let (io, activity) = protocols.head_watch.watch(stream, timeout);
                     let service = Reported { service, activity };
-                    let connection = protocols
-                        .http1
-                        .serve_connection(TokioIo::new(stream), service);
+                    let connection = protocols.http1.serve_connection(TokioIo::new(io), service);
                     match watcher {
                         Some(w) => w.watch(connection).await,
                         None => connection.await,

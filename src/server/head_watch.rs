@@ -7,24 +7,26 @@
 //! clock read) and reads the socket once more after each request to start it: together
 //! about a tenth of what a cache hit costs (`bench/callgrind`). Here a request costs three
 //! counter updates, and one task looks at every connection eight times per timeout. A
-//! connection is closed (its socket shut down, which hyper reads as the end) when it has had
-//! no request in flight and no new request head from the look that first saw it idle until
-//! a timeout later: never early, and late by at most two looks.
+//! connection is closed when it has had no request in flight and no new request head from the
+//! look that first saw it idle until a timeout later: never early, and late by at most two
+//! looks. Closing marks the connection's [`WatchedIo`] and wakes its reader: hyper, which is
+//! waiting for a head, reads an error and drops the connection. No second descriptor is held.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::Shutdown;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper::{Request, Response};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -47,8 +49,11 @@ pub(super) struct HeadWatch {
 
 struct Shared {
     watched: Mutex<Vec<Watched>>,
-    /// A connection arrived (the task sleeps while there are none), or the watch ended.
+    /// A connection arrived that needs an earlier look than the one planned (or the first
+    /// one: the task sleeps while there are none), or the watch ended.
     arrived: Notify,
+    /// Nanoseconds between the task's looks now; 0 while there is nothing to watch.
+    interval: AtomicU64,
     ended: AtomicBool,
 }
 
@@ -59,8 +64,17 @@ pub(super) struct Activity {
     /// Requests whose response has not been all sent (or dropped).
     in_flight: AtomicU64,
     timeout: Duration,
-    /// A second handle on the connection's socket, to shut it down from the watch.
-    socket: std::net::TcpStream,
+    /// Set by the watch: the connection's reads fail from now on.
+    closed: AtomicBool,
+    /// The connection's task when its last read was pending, to be woken to see `closed`.
+    reader: AtomicWaker,
+}
+
+impl Activity {
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.reader.wake();
+    }
 }
 
 /// The watch's record of one connection.
@@ -98,23 +112,22 @@ impl HeadWatch {
             shared: Arc::new(Shared {
                 watched: Mutex::new(Vec::new()),
                 arrived: Notify::new(),
+                interval: AtomicU64::new(0),
                 ended: AtomicBool::new(false),
             }),
         }
     }
 
-    /// Starts watching `stream`, whose heads must each arrive within `timeout` of it going
-    /// idle. Fails if the socket cannot be duplicated (out of file descriptors).
-    pub(super) fn watch(&self, stream: &TcpStream, timeout: Duration) -> io::Result<Arc<Activity>> {
-        #[cfg(unix)]
-        let socket = std::os::fd::AsFd::as_fd(stream).try_clone_to_owned()?;
-        #[cfg(windows)]
-        let socket = std::os::windows::io::AsSocket::as_socket(stream).try_clone_to_owned()?;
+    /// Starts watching a connection whose heads must each arrive within `timeout` of it going
+    /// idle: serve it through the returned [`WatchedIo`] and its requests through
+    /// [`Reported`] with the same [`Activity`].
+    pub(super) fn watch(&self, stream: TcpStream, timeout: Duration) -> (WatchedIo, Arc<Activity>) {
         let activity = Arc::new(Activity {
             heads: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             timeout,
-            socket: std::net::TcpStream::from(socket),
+            closed: AtomicBool::new(false),
+            reader: AtomicWaker::new(),
         });
         self.shared
             .watched
@@ -125,9 +138,24 @@ impl HeadWatch {
                 seen_heads: 0,
                 idle_since: None,
             });
-        self.shared.arrived.notify_one();
-        Ok(activity)
+        // Woken only when this connection needs looks sooner than planned: not for every
+        // connection, or a burst of them would each cost a look at all the others.
+        let planned = self.shared.interval.load(Ordering::Acquire);
+        let wanted = u64::try_from(look_interval(timeout).as_nanos()).unwrap_or(u64::MAX);
+        if planned == 0 || wanted < planned {
+            self.shared.arrived.notify_one();
+        }
+        let io = WatchedIo {
+            stream,
+            activity: Arc::clone(&activity),
+        };
+        (io, activity)
     }
+}
+
+/// How often a connection with `timeout` is looked at.
+fn look_interval(timeout: Duration) -> Duration {
+    (timeout / LOOKS_PER_TIMEOUT).clamp(MIN_LOOK_INTERVAL, MAX_LOOK_INTERVAL)
 }
 
 impl Drop for HeadWatch {
@@ -140,8 +168,16 @@ impl Drop for HeadWatch {
 /// The watch's task: looks at the connections until the watch is dropped.
 async fn keep_watch(shared: Arc<Shared>) {
     while !shared.ended.load(Ordering::Acquire) {
-        match shared.look(Instant::now()) {
-            Some(interval) => tokio::time::sleep(interval).await,
+        let interval = shared.look(Instant::now());
+        let nanos = interval.map_or(0, |i| u64::try_from(i.as_nanos()).unwrap_or(u64::MAX));
+        shared.interval.store(nanos, Ordering::Release);
+        match interval {
+            Some(interval) => {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = shared.arrived.notified() => {}
+                }
+            }
             None => shared.arrived.notified().await,
         }
     }
@@ -160,15 +196,73 @@ impl Shared {
             let heads = activity.heads.load(Ordering::Acquire);
             let busy = activity.in_flight.load(Ordering::Acquire) > 0;
             if w.expired(heads, busy, now, activity.timeout) {
-                // hyper reads the shutdown as the end of the connection. An error means the
-                // socket is closed already.
-                let _ = activity.socket.shutdown(Shutdown::Both);
+                activity.close();
                 return false;
             }
             shortest = Some(shortest.map_or(activity.timeout, |s| s.min(activity.timeout)));
             true
         });
-        shortest.map(|t| (t / LOOKS_PER_TIMEOUT).clamp(MIN_LOOK_INTERVAL, MAX_LOOK_INTERVAL))
+        shortest.map(look_interval)
+    }
+}
+
+/// A connection's socket, whose reads fail once the watch has closed the connection.
+pub(super) struct WatchedIo {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.activity.closed.load(Ordering::Acquire) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request head within the header-read timeout",
+            )));
+        }
+        let read = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if read.is_pending() {
+            self.activity.reader.register(cx.waker());
+            // Closed between the check and the registration: the wake was missed.
+            if self.activity.closed.load(Ordering::Acquire) {
+                cx.waker().wake_by_ref();
+            }
+        }
+        read
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -298,34 +392,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_watch_shuts_an_idle_socket_and_forgets_ended_connections() {
+    async fn the_watch_closes_an_idle_connection_and_forgets_ended_ones() {
+        use tokio::io::AsyncReadExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
+        let address = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(address).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
+        let _other_client = TcpStream::connect(address).await.unwrap();
+        let (other_server, _) = listener.accept().await.unwrap();
         // Looked at by hand, not by the task.
         let watch = HeadWatch::without_task();
-        let activity = watch.watch(&server, Duration::from_millis(80)).unwrap();
-        let other = watch.watch(&server, TIMEOUT).unwrap();
+        let (mut io, activity) = watch.watch(server, Duration::from_millis(80));
+        let other = watch.watch(other_server, TIMEOUT);
         drop(other);
-        // A look now (the first idle look), then one after the timeout: closed.
+        // A read waits for the client, and is woken when the watch closes the connection.
+        let reading = tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            io.read(&mut buf).await
+        });
+        tokio::task::yield_now().await;
+        // The first idle look, then one a timeout later: closed.
         let interval = watch.shared.look(Instant::now()).expect("one to watch");
         assert_eq!(interval, Duration::from_millis(10));
         assert_eq!(
             watch.shared.watched.lock().unwrap().len(),
             1,
-            "the dropped one is gone"
+            "the ended one is gone"
         );
-        tokio::time::advance(Duration::from_millis(80)).await;
+        tokio::time::advance(Duration::from_millis(79)).await;
+        assert!(watch.shared.look(Instant::now()).is_some());
+        assert!(!reading.is_finished());
+        tokio::time::advance(Duration::from_millis(1)).await;
         assert_eq!(watch.shared.look(Instant::now()), None);
-        let mut buf = [0u8; 1];
-        client.readable().await.unwrap();
-        assert_eq!(
-            client.try_read(&mut buf).unwrap(),
-            0,
-            "the server side shut down"
-        );
+        let read = reading.await.unwrap();
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::TimedOut);
         drop(activity);
     }
 }
