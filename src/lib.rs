@@ -16,17 +16,18 @@
 //! config: one table of settings -> one validated Config, read by all of the above
 //! ```
 //!
-//! A request arrives at [`server`], which holds the listeners, their connection caps and the
-//! drain on shutdown, and sends it by its content type to one of two front-ends: [`rest`]
-//! (JSON over HTTP/1.1 or HTTP/2) or [`grpc`] (`application/grpc`). A front-end admits it
-//! ([`http::admission`], [`http::limits`]), classifies it ([`route`], a pure function, or the
-//! gRPC path and message) and either hands an Image.Get to the [`flow`] or passes the request
-//! through. The flow answers a hit from the [`cache`] for a caller that [`auth`] says may read
-//! it; on a miss it joins or leads a flight ([`coalesce`]) whose fetch asks the [`fleet`]
-//! tier, then the [`upstream`]. The front-end judges each upstream answer (a
-//! [`flow::Verdict`]: READY, not ready, gone, refused, failing ...) using [`image`], and
-//! renders what the flow serves in its protocol. One [`outcome::Outcome`] per Image.Get
-//! becomes the `X-Cache`/`Cache-Status` headers, the [`metrics`] and the log event.
+//! A request arrives at [`server`], which holds the listeners, their connection caps, the
+//! header-read timeout and the drain on shutdown, and sends it by its content type to one of
+//! two front-ends: [`rest`] (JSON over HTTP/1.1 or HTTP/2) or [`grpc`] (`application/grpc`). A
+//! front-end admits it ([`http::admission`], [`http::limits`]), classifies it ([`route`], a
+//! pure function, or the gRPC path and message) and either hands an Image.Get to the [`flow`]
+//! or passes the request through. The flow answers a hit from the [`cache`] (a table of recent
+//! lookups in front of moka) for a caller that [`auth`] says may read it; on a miss it joins or
+//! leads a flight ([`coalesce`]) whose fetch asks the [`fleet`] tier, then the [`upstream`].
+//! The front-end judges each upstream answer (a [`flow::Verdict`]: READY, not ready, gone,
+//! refused, failing ...) using [`image`], and renders what the flow serves in its protocol. One
+//! [`outcome::Outcome`] per Image.Get becomes the `X-Cache`/`Cache-Status` headers, the
+//! [`metrics`] and the log event.
 //!
 //! The [`admin`] listener serves the scrape, the probes and purges (guarded by a token or
 //! loopback). On SIGHUP the binary loads the configuration again and [`reload`] hands the
