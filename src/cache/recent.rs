@@ -51,15 +51,7 @@ struct Held {
     reads: AtomicU32,
 }
 
-/// What the table knows of a key.
-pub(super) enum Recent {
-    /// moka's current entry; this lookup need not read moka.
-    Found(Arc<Entry>),
-    /// Read moka, then hand what it holds to [`RecentLookups::fill`] with this ticket.
-    ReadThrough(Ticket),
-}
-
-/// The slot a lookup read and its version then.
+/// A key's slot and its version when a lookup was about to read moka.
 pub(super) struct Ticket {
     slot: usize,
     version: u64,
@@ -77,23 +69,28 @@ impl RecentLookups {
         (self.hasher.hash_one(id) as usize).wrapping_add(protocol.index()) & (SLOTS - 1)
     }
 
-    pub(super) fn get(&self, protocol: Protocol, id: &str) -> Recent {
+    /// moka's current entry for the key, if the table holds it and this is not the lookup
+    /// in [`READ_SAMPLE`] that is to read moka.
+    pub(super) fn get(&self, protocol: Protocol, id: &str) -> Option<Arc<Entry>> {
         let slot = self.slot_of(protocol, id);
         let guard = self.slots[slot]
             .read()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(held) = &guard.held {
-            if held.protocol == protocol
-                && held.id == id
-                && held.reads.fetch_add(1, Ordering::Relaxed) % READ_SAMPLE != 0
-            {
-                return Recent::Found(Arc::clone(&held.entry));
-            }
-        }
-        Recent::ReadThrough(Ticket {
-            slot,
-            version: guard.version,
-        })
+        let held = guard.held.as_ref()?;
+        (held.protocol == protocol
+            && held.id == id
+            && held.reads.fetch_add(1, Ordering::Relaxed) % READ_SAMPLE != 0)
+            .then(|| Arc::clone(&held.entry))
+    }
+
+    /// The slot of a key as it is now, for a fill after a read of moka.
+    pub(super) fn ticket(&self, protocol: Protocol, id: &str) -> Ticket {
+        let slot = self.slot_of(protocol, id);
+        let version = self.slots[slot]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .version;
+        Ticket { slot, version }
     }
 
     /// Holds `entry`, what moka held for the key after `ticket` was taken, unless the key's

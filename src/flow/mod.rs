@@ -2,12 +2,13 @@
 //! one flight per key (coalesce), the fleet tier, and the upstream; then the [`Outcome`]
 //! that the front-end turns into its protocol's headers, and into metrics and logs.
 //!
-//! A hit is answered in [`Flow::get`] from the cache alone. A miss joins or leads the
-//! flight for its key ([`flight`]): the leader's fetch runs in a task of its own, asks the
-//! fleet first, else the upstream, and applies what the front-end judged of the answer to
-//! the cache and the fleet ([`fill`]). When nothing can be fetched, a stale copy or an
-//! error answers ([`fallback`]). Invalidations, purges, refusals and mutations act on the
-//! cache and the fleet together ([`invalidate`]).
+//! A hit is answered in [`Flow::hit`] from the cache's table of recent lookups alone, without
+//! waiting; [`Flow::get`] answers the rest, from moka or else a flight. A miss joins or leads
+//! the flight for its key ([`flight`]): the leader's fetch runs in a task of its own, asks the
+//! fleet first, else the upstream, and applies what the front-end judged of the answer to the
+//! cache and the fleet ([`fill`]). When nothing can be fetched, a stale copy or an error
+//! answers ([`fallback`]). Invalidations, purges, refusals and mutations act on the cache and
+//! the fleet together ([`invalidate`]).
 //!
 //! The front-ends tell the flow what their protocol needs through [`FrontEnd`]: which
 //! protocol it is, the upstream request of a fill, and a [`Verdict`] on each answer.
@@ -208,20 +209,33 @@ impl Flow {
         );
     }
 
-    /// Answers an Image.Get: from the cache if this caller may be served a fresh entry,
-    /// else from the flight for its key.
+    /// Answers an Image.Get from the table of recent lookups, without waiting, if this
+    /// caller may be served a fresh entry it holds: the hit path. `None`: ask
+    /// [`Flow::get`].
+    pub fn hit(self: &Arc<Self>, request: &ImageGet<'_>) -> Option<Reply> {
+        let who = self.hasher.fingerprint(request.headers);
+        if self.forward(request.headers, who) != Forward::Miss {
+            return None;
+        }
+        // The request's one reading of the clock, as the cache counts time.
+        let now = Moment::of(request.started);
+        let protocol = request.front.protocol();
+        match self.cache.lookup_recent(protocol, request.id, who, now)? {
+            Lookup::Fresh(entry) => {
+                self.maybe_refresh(request, &entry, who, now);
+                Some(fallback::hit(entry, now))
+            }
+            Lookup::Stale(_) | Lookup::Miss => None,
+        }
+    }
+
+    /// Answers an Image.Get: from the cache (as moka holds it) if this caller may be served
+    /// a fresh entry, else from the flight for its key.
     pub async fn get(self: &Arc<Self>, request: ImageGet<'_>) -> Reply {
         let who = self.hasher.fingerprint(request.headers);
-        let forward = if self.auth_mode == AuthMode::PerCredential && who.is_none() {
-            Forward::Bypass
-        } else if wants_no_cache(request.headers) {
-            Forward::Request
-        } else {
-            Forward::Miss
-        };
+        let forward = self.forward(request.headers, who);
         if forward == Forward::Miss {
             let protocol = request.front.protocol();
-            // The request's one reading of the clock, as the cache counts time.
             let now = Moment::of(request.started);
             let found = self.cache.lookup(protocol, request.id, who, now).await;
             if let Lookup::Fresh(entry) = found {
@@ -230,5 +244,16 @@ impl Flow {
             }
         }
         self.miss(request, who, forward).await
+    }
+
+    /// How a request for an image goes to the upstream if the cache cannot answer it.
+    fn forward(&self, headers: &HeaderMap, who: Option<Fingerprint>) -> Forward {
+        if self.auth_mode == AuthMode::PerCredential && who.is_none() {
+            Forward::Bypass
+        } else if wants_no_cache(headers) {
+            Forward::Request
+        } else {
+            Forward::Miss
+        }
     }
 }

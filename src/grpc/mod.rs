@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::error::BoxError;
 use crate::flow::{Flow, FrontEnd, ImageGet, Reply};
+use crate::http::handling::{later, Handling};
 use crate::http::headers::{ensure_request_id, X_REQUEST_ID};
 use crate::http::limits::RequestLimits;
 use crate::http::upload::{receive, Received, Upload};
@@ -68,8 +69,14 @@ impl Grpc {
         })
     }
 
-    /// Answers one call. Never fails: every problem becomes a gRPC status.
-    pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    /// Answers one call. Never fails: every problem becomes a gRPC status. Boxed: its
+    /// message has to be read first, so it is never answered at once, and the future hyper
+    /// moves around is then one pointer.
+    pub fn handle(self: &Arc<Self>, request: Request<Incoming>) -> Handling {
+        later(Arc::clone(self).handle_call(request))
+    }
+
+    async fn handle_call(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
         let debug = tracing::enabled!(tracing::Level::DEBUG);
         if debug {
@@ -114,27 +121,29 @@ impl Grpc {
         };
         let (kind, response, outcome) = match call {
             Call::Get(id) => {
-                let Reply { served, outcome } = self
-                    .flow
-                    .get(ImageGet {
-                        front: &self.front,
-                        id: &id,
-                        headers: &parts.headers,
-                        started,
-                        deadline: wire::timeout(&parts.headers).map(|t| started + t),
-                    })
-                    .await;
+                let get = ImageGet {
+                    front: &self.front,
+                    id: &id,
+                    headers: &parts.headers,
+                    started,
+                    deadline: wire::timeout(&parts.headers).map(|t| started + t),
+                };
+                let Reply { served, outcome } = match self.flow.hit(&get) {
+                    Some(reply) => reply,
+                    // Boxed, so that a hit's future has no room for a miss's.
+                    None => Box::pin(self.flow.get(get)).await,
+                };
                 let response = images::render(served, &outcome);
                 (RouteKind::ImageGet, response, Some(outcome))
             }
             Call::Mutation(id) => {
                 ensure_request_id(&mut parts.headers);
-                let response = self.forward(parts, body, watch, Some(id)).await;
+                let response = Box::pin(self.forward(parts, body, watch, Some(id))).await;
                 (RouteKind::ImageMutation, response, None)
             }
             Call::Other => {
                 ensure_request_id(&mut parts.headers);
-                let response = self.forward(parts, body, watch, None).await;
+                let response = Box::pin(self.forward(parts, body, watch, None)).await;
                 (RouteKind::Passthrough, response, None)
             }
         };

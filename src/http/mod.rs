@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod body;
 pub mod errors;
+pub mod handling;
 pub mod headers;
 pub mod limits;
 pub mod upload;

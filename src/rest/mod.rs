@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -14,11 +14,13 @@ use crate::flow::{Flow, FrontEnd, ImageGet, Reply};
 use crate::http::admission::admit;
 use crate::http::body::ProxyBody;
 use crate::http::errors::api_error;
+use crate::http::handling::{at_once, later, Handling};
 use crate::http::headers::{ensure_request_id, X_REQUEST_ID};
 use crate::http::limits::RequestLimits;
 use crate::image::Protocol;
 use crate::metrics::RequestEvent;
-use crate::route::{classify, Route};
+use crate::outcome::Outcome;
+use crate::route::{classify, Route, RouteKind};
 
 mod images;
 mod passthrough;
@@ -42,7 +44,9 @@ impl Rest {
     }
 
     /// Answers one client request. Never fails: every problem becomes an API-shaped error.
-    pub async fn handle(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    /// A refusal, and a hit the cache's table of recent lookups answers, are answered at
+    /// once; anything else is [`Rest::handle_further`], boxed.
+    pub fn handle(self: &Arc<Self>, mut request: Request<Incoming>) -> Handling {
         let started = Instant::now();
         // Upstream-bound requests get an ID when they are forwarded; a hit only needs one
         // when its debug event is going to be written.
@@ -61,8 +65,40 @@ impl Rest {
         ) {
             self.flow.metrics().rejected(refusal.rejection());
             let (status, code, message) = refusal.answer();
-            return api_error(status, code, &message);
+            return at_once(api_error(status, code, &message));
         }
+        let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let route = classify(request.method(), target);
+        if let Route::ImageGet { id, head } = route {
+            let get = ImageGet {
+                front: &self.front,
+                id,
+                headers: request.headers(),
+                started,
+                deadline: None,
+            };
+            if let Some(Reply { served, outcome }) = self.flow.hit(&get) {
+                let response = images::render(served, &outcome, head);
+                return at_once(self.finish(
+                    route.kind(),
+                    response,
+                    Some(&outcome),
+                    started,
+                    request_id,
+                ));
+            }
+        }
+        later(Arc::clone(self).handle_further(request, started, request_id))
+    }
+
+    /// Answers what [`Rest::handle`] could not at once: an Image.Get the cache's table does
+    /// not answer, and everything passed through.
+    async fn handle_further(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        started: Instant,
+        request_id: Option<HeaderValue>,
+    ) -> Response<ProxyBody> {
         let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let route = classify(request.method(), target);
         let kind = route.kind();
@@ -89,10 +125,22 @@ impl Rest {
                 (self.forward(request, None).await, None)
             }
         };
+        self.finish(kind, response, outcome.as_ref(), started, request_id)
+    }
+
+    /// Ends a request: its one [`RequestEvent`].
+    fn finish(
+        &self,
+        route: RouteKind,
+        response: Response<ProxyBody>,
+        outcome: Option<&Outcome>,
+        started: Instant,
+        request_id: Option<HeaderValue>,
+    ) -> Response<ProxyBody> {
         RequestEvent {
             protocol: Protocol::Http,
-            route: kind,
-            outcome: outcome.as_ref(),
+            route,
+            outcome,
             status: response.status().as_u16(),
             elapsed: started.elapsed(),
             request_id: request_id.as_ref(),

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use hyper::service::service_fn;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -133,15 +134,12 @@ pub async fn run_with_reloads(
                 let (rest, grpc) = (rest.clone(), grpc.clone());
                 // One listener for REST and gRPC: a gRPC call says so by its content type.
                 let service = service_fn(move |request| {
-                    let (rest, grpc) = (rest.clone(), grpc.clone());
-                    async move {
-                        let response = if is_grpc(&request) {
-                            grpc.handle(request).await
-                        } else {
-                            rest.handle(request).await
-                        };
-                        Ok::<_, Infallible>(response)
-                    }
+                    let handling = if is_grpc(&request) {
+                        grpc.handle(request)
+                    } else {
+                        rest.handle(request)
+                    };
+                    handling.map(Ok::<_, Infallible>)
                 });
                 protocols.serve(stream, service, Some(graceful.watcher()), permit);
             }
