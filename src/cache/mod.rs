@@ -23,6 +23,7 @@ use crate::tunable::TunableDuration;
 
 mod entry;
 mod header_sets;
+mod key;
 mod moment;
 mod recent;
 mod revocations;
@@ -30,6 +31,7 @@ mod revocations;
 use entry::Grant;
 pub use entry::{Entry, EntryKind, NewEntry, MAX_GRANTS_PER_ENTRY};
 use header_sets::HeaderSets;
+use key::{key, protocol_and_id, ImageKey};
 pub use moment::Moment;
 use recent::RecentLookups;
 use revocations::Revocations;
@@ -53,35 +55,6 @@ pub fn removal_cause_label(cause: RemovalCause) -> &'static str {
         RemovalCause::Size => "size",
         RemovalCause::Replaced => "replaced",
         RemovalCause::Explicit => "explicit",
-    }
-}
-
-/// The cache key: an image ID, and for the gRPC entry a suffix no ID can contain. Up to 24
-/// bytes (every real ID, suffix included) it is held inline, so the key costs no allocation
-/// of its own beside the `Arc` moka wraps every key in.
-type ImageKey = compact_str::CompactString;
-
-/// What follows an image ID in the key of its gRPC entry (`/` is not in any valid ID).
-const GRPC_SUFFIX: &str = "/grpc";
-
-/// The key of `id`'s entry in `protocol`.
-fn key(protocol: Protocol, id: &str) -> ImageKey {
-    match protocol {
-        Protocol::Http => ImageKey::from(id),
-        Protocol::Grpc => {
-            let mut key = ImageKey::with_capacity(id.len() + GRPC_SUFFIX.len());
-            key.push_str(id);
-            key.push_str(GRPC_SUFFIX);
-            key
-        }
-    }
-}
-
-/// The protocol and image ID of a key: the inverse of [`key`].
-fn protocol_and_id(key: &str) -> (Protocol, &str) {
-    match key.strip_suffix(GRPC_SUFFIX) {
-        Some(id) => (Protocol::Grpc, id),
-        None => (Protocol::Http, key),
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::entry::Entry;
-use super::ImageKey;
+use super::key::ImageKey;
 use crate::image::Protocol;
 
 /// Slots in the table; a power of two.
