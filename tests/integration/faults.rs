@@ -448,6 +448,19 @@ async fn a_request_body_over_the_limit_gets_413_streamed_or_declared() {
     h.stop().await;
 }
 
+/// Sends the start of a request head that never ends, and waits (at most 5 s) for the proxy
+/// to close the connection. Returns what it sent meanwhile.
+async fn stalled_head(stream: &mut TcpStream) -> Vec<u8> {
+    stream
+        .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut sent)).await;
+    assert!(read.is_ok(), "the proxy did not close the connection");
+    sent
+}
+
 #[tokio::test]
 async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
     let h = Harness::with_config(config(|c| {
@@ -458,14 +471,9 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
     // only make the wait it measures longer, never shorter.
     let started = Instant::now();
     let mut stream = TcpStream::connect(h.addr).await.unwrap();
-    stream
-        .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHo")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the proxy closed the connection");
+    stalled_head(&mut stream).await;
     assert!(started.elapsed() >= Duration::from_millis(400));
+    let mut buf = Vec::new();
     assert_eq!(h.sim.request_count(), 0);
     // A client that connects and sends nothing, or stalls in the HTTP/2 preface.
     for opening in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
@@ -492,39 +500,27 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
 async fn a_kept_alive_connection_is_timed_from_its_latest_request_head() {
     let h = Harness::with_config(config(|c| c.header_read_timeout = Duration::from_secs(1))).await;
     let mut stream = TcpStream::connect(h.addr).await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    // Requests 300 ms apart, for longer than the timeout: each head is timed on its own.
-    for _ in 0..5 {
+    // Requests 300 ms apart, for longer than the timeout: each head is timed on its own;
+    // then one slower upstream than the timeout: in flight, the connection is not idle.
+    for request in 0..6 {
+        if request == 5 {
+            let delay = Fault::Delay(Duration::from_millis(1500));
+            h.sim.set_fault(FaultScope::All, delay, Some(1));
+        }
         stream
             .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();
+        let mut answer = vec![0u8; 4096];
         let n = stream.read(&mut answer).await.unwrap();
         assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 404"));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        if request < 5 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     }
-    // A request slower upstream than the timeout: in flight, the connection is not idle.
-    h.sim.set_fault(
-        FaultScope::All,
-        Fault::Delay(Duration::from_millis(1500)),
-        Some(1),
-    );
-    stream
-        .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let n = stream.read(&mut answer).await.unwrap();
-    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 404"));
     // Then a head that never ends: cut off one timeout after it began.
     let started = Instant::now();
-    stream
-        .write_all(b"GET /baremetal/v1alpha/zones HTTP/1.1\r\nHo")
-        .await
-        .unwrap();
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
-    assert!(read.is_ok(), "the proxy closed the connection");
-    assert!(rest.is_empty());
+    assert!(stalled_head(&mut stream).await.is_empty());
     assert!(started.elapsed() >= Duration::from_millis(900));
     assert_eq!(h.sim.request_count(), 6);
     h.stop().await;
