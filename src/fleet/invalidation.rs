@@ -44,16 +44,27 @@ impl Fleet {
         }
     }
 
+    /// An EVAL of one of the scripts that end an image's values (their calling convention):
+    /// KEYS the image's generation, its values in every mode and protocol, and `grant` if
+    /// given; ARGV the generation's life and the number of values.
+    fn image_script(&self, script: &str, id: &str, grant: Option<String>) -> redis::Cmd {
+        let values = self.keys.image_everywhere(id);
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(script)
+            .arg(1 + values.len() + usize::from(grant.is_some()))
+            .arg(self.keys.generation(id))
+            .arg(&values[..]);
+        if let Some(grant) = grant {
+            eval.arg(grant);
+        }
+        eval.arg(self.generation_life.get().as_millis() as u64)
+            .arg(values.len());
+        eval
+    }
+
     /// Deletes the values, bumps the generation and tells the fleet; whether Redis took it.
     async fn send_invalidation(&self, id: &str) -> bool {
-        let values = self.keys.image_everywhere(id);
-        let mut script = redis::cmd("EVAL");
-        script
-            .arg(INVALIDATE_SCRIPT)
-            .arg(1 + values.len())
-            .arg(self.keys.generation(id))
-            .arg(&values[..])
-            .arg(self.generation_life.get().as_millis() as u64);
+        let script = self.image_script(INVALIDATE_SCRIPT, id, None);
         let deleted: Result<i64, Unavailable> = self.commands.run_ok(L2Op::Delete, &script).await;
         deleted.is_ok() && self.announce("invalidate", id).await
     }
@@ -81,15 +92,7 @@ impl Fleet {
     /// so that requests nobody can tell apart from refused ones write nothing for IDs the
     /// fleet never shared.
     pub async fn invalidate_if_shared(&self, id: &str) {
-        let values = self.keys.image_everywhere(id);
-        let mut script = redis::cmd("EVAL");
-        script
-            .arg(NOT_FOUND_SCRIPT)
-            .arg(1 + values.len())
-            .arg(self.keys.generation(id))
-            .arg(&values[..])
-            .arg(self.generation_life.get().as_millis() as u64)
-            .arg(values.len());
+        let script = self.image_script(NOT_FOUND_SCRIPT, id, None);
         let invalidated: Result<i64, Unavailable> =
             self.commands.run_ok(L2Op::Delete, &script).await;
         if invalidated == Ok(1) {
@@ -103,19 +106,8 @@ impl Fleet {
     /// cannot be asked, nothing is kept for later: such a 404 may be for an ID that never
     /// existed.
     pub async fn not_found(&self, id: &str, reader: &Reader) {
-        let values = self.keys.image_everywhere(id);
-        let mut script = redis::cmd("EVAL");
-        script
-            .arg(NOT_FOUND_SCRIPT)
-            .arg(1 + values.len() + usize::from(reader.record().is_some()))
-            .arg(self.keys.generation(id))
-            .arg(&values[..]);
-        if let Some(record) = reader.record() {
-            script.arg(self.keys.grant(id, record));
-        }
-        script
-            .arg(self.generation_life.get().as_millis() as u64)
-            .arg(values.len());
+        let grant = reader.record().map(|record| self.keys.grant(id, record));
+        let script = self.image_script(NOT_FOUND_SCRIPT, id, grant);
         let invalidated: Result<i64, Unavailable> =
             self.commands.run_ok(L2Op::Delete, &script).await;
         // In shared mode the 404 is everyone's: other instances may hold copies that Redis

@@ -9,10 +9,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 if KEYS[3] then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3]) end
 return 1";
 
-/// Deletes the values (of every mode and protocol) and bumps the generation. KEYS: gen,
-/// image...; ARGV: generation life ms.
+/// Deletes the values (of every mode and protocol) and bumps the generation. KEYS: gen, the
+/// image's values (ARGV[2] of them); ARGV: generation life ms, number of values.
 pub(super) const INVALIDATE_SCRIPT: &str = r"
-for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 2, tonumber(ARGV[2]) + 1 do redis.call('DEL', KEYS[i]) end
 local gen = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return gen";

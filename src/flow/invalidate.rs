@@ -4,6 +4,7 @@
 use crate::auth::Fingerprint;
 use crate::fleet::Reader;
 use crate::metrics::InvalidationReason;
+use crate::upstream::UpstreamError;
 
 use super::Flow;
 
@@ -20,6 +21,21 @@ pub enum MutationEffect {
     NotApplied,
     /// No answer, or the upstream failing: the change may or may not have been made.
     Unknown,
+}
+
+impl MutationEffect {
+    /// What a mutation that got no answer did, whatever its protocol: one that never reached
+    /// the API (no connection, no upstream slot, a body the proxy refused) was not made; one
+    /// that timed out or lost its answer half way may have been.
+    pub fn without_answer(failure: &UpstreamError) -> MutationEffect {
+        match failure {
+            UpstreamError::Connect(_)
+            | UpstreamError::Tls(_)
+            | UpstreamError::Busy
+            | UpstreamError::Upload(_) => MutationEffect::NotApplied,
+            UpstreamError::Timeout(_) | UpstreamError::Body(_) => MutationEffect::Unknown,
+        }
+    }
 }
 
 impl Flow {

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::error::BoxError;
 use crate::flow::{Flow, FrontEnd, ImageGet, Reply};
 use crate::http::handling::{later, Handling};
-use crate::http::headers::{ensure_request_id, X_REQUEST_ID};
+use crate::http::headers::{ensure_request_id, request_id_for_debug};
 use crate::http::limits::RequestLimits;
 use crate::http::upload::{receive, Received, Upload};
 use crate::http::ProxyBody;
@@ -78,13 +78,7 @@ impl Grpc {
 
     async fn handle_call(self: Arc<Self>, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
-        let debug = tracing::enabled!(tracing::Level::DEBUG);
-        if debug {
-            ensure_request_id(request.headers_mut());
-        }
-        let request_id = debug
-            .then(|| request.headers().get(&X_REQUEST_ID).cloned())
-            .flatten();
+        let request_id = request_id_for_debug(request.headers_mut());
         if let Some(refused) = self.refuse(&request) {
             return refused;
         }

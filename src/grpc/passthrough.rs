@@ -186,13 +186,7 @@ fn mutation_effect(answer: Result<Option<u32>, &UpstreamError>) -> MutationEffec
         Ok(Some(5)) => MutationEffect::Gone,
         Ok(Some(2 | 4 | 13 | 14) | None) => MutationEffect::Unknown,
         Ok(Some(_)) => MutationEffect::NotApplied,
-        Err(
-            UpstreamError::Connect(_)
-            | UpstreamError::Tls(_)
-            | UpstreamError::Busy
-            | UpstreamError::Upload(_),
-        ) => MutationEffect::NotApplied,
-        Err(UpstreamError::Timeout(_) | UpstreamError::Body(_)) => MutationEffect::Unknown,
+        Err(failure) => MutationEffect::without_answer(failure),
     }
 }
 

@@ -157,6 +157,17 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
     }
 }
 
+/// The request's ID for its debug event, given one if it has none; `None` (and the request
+/// left alone) unless debug events are written. Upstream-bound requests get an ID when they
+/// are forwarded; a hit only needs one for its debug event.
+pub fn request_id_for_debug(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return None;
+    }
+    ensure_request_id(headers);
+    headers.get(&X_REQUEST_ID).cloned()
+}
+
 /// A random UUID (version 4).
 fn new_request_id() -> HeaderValue {
     let bits: u128 = rand::random();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
 
-use super::{name, register, LATENCY_BUCKETS};
+use super::{counts_by, name, register, LATENCY_BUCKETS};
 
 /// The Redis second tier's metrics (`baremetal_image_cache_l2_*`); exported, at zero, even
 /// when the tier is off, so dashboards and alerts read the same series everywhere.
@@ -194,32 +194,20 @@ impl L2Metrics {
                 "1 while Redis is being skipped after repeated failures",
             )?,
         )?;
-        let waits = register(
+        let waits = counts_by(
             registry,
-            IntCounterVec::new(
-                Opts::new(
-                    name("l2_fleet_waits_total"),
-                    "Waits for another instance's fill, by how they ended",
-                ),
-                &["outcome"],
-            )?,
+            "l2_fleet_waits_total",
+            "Waits for another instance's fill, by how they ended",
+            "outcome",
+            FleetWait::ALL.map(FleetWait::as_str),
         )?;
-        for wait in FleetWait::ALL {
-            waits.with_label_values(&[wait.as_str()]);
-        }
-        let messages = register(
+        let messages = counts_by(
             registry,
-            IntCounterVec::new(
-                Opts::new(
-                    name("l2_messages_total"),
-                    "Pub/sub events received from the fleet, by kind",
-                ),
-                &["kind"],
-            )?,
+            "l2_messages_total",
+            "Pub/sub events received from the fleet, by kind",
+            "kind",
+            FleetMessage::ALL.map(FleetMessage::as_str),
         )?;
-        for kind in FleetMessage::ALL {
-            messages.with_label_values(&[kind.as_str()]);
-        }
         let unsent = register(
             registry,
             IntGauge::new(

@@ -97,6 +97,25 @@ pub(crate) fn name(short: &str) -> String {
     format!("{PREFIX}_{short}")
 }
 
+/// A counter with one label, registered, each of `values` exported at zero from the start
+/// (a dashboard or an alert then sees a series before its first event).
+pub(crate) fn counts_by(
+    registry: &Registry,
+    short_name: &str,
+    help: &str,
+    label: &str,
+    values: impl IntoIterator<Item = &'static str>,
+) -> Result<IntCounterVec, prometheus::Error> {
+    let counter = register(
+        registry,
+        IntCounterVec::new(Opts::new(name(short_name), help), &[label])?,
+    )?;
+    for value in values {
+        counter.with_label_values(&[value]);
+    }
+    Ok(counter)
+}
+
 pub(crate) fn register<T: prometheus::core::Collector + Clone + 'static>(
     registry: &Registry,
     metric: T,
@@ -133,19 +152,13 @@ impl Metrics {
             )?,
         )?;
         let coalesced = Protocol::ALL.map(|p| coalesced_vec.with_label_values(&[p.as_str()]));
-        let invalidations = register(
+        let invalidations = counts_by(
             &registry,
-            IntCounterVec::new(
-                Opts::new(
-                    name("invalidations_total"),
-                    "Cache entries dropped by the proxy, by reason",
-                ),
-                &["reason"],
-            )?,
+            "invalidations_total",
+            "Cache entries dropped by the proxy, by reason",
+            "reason",
+            InvalidationReason::ALL.map(InvalidationReason::as_str),
         )?;
-        for reason in InvalidationReason::ALL {
-            invalidations.with_label_values(&[reason.as_str()]);
-        }
         let evictions = register(
             &registry,
             IntCounterVec::new(
@@ -258,19 +271,13 @@ impl Metrics {
                 "Requests waiting for another request's fetch",
             )?,
         )?;
-        let rejected = register(
+        let rejected = counts_by(
             &registry,
-            IntCounterVec::new(
-                Opts::new(
-                    name("rejected_total"),
-                    "Requests or connections the proxy turned away at a limit, by limit",
-                ),
-                &["reason"],
-            )?,
+            "rejected_total",
+            "Requests or connections the proxy turned away at a limit, by limit",
+            "reason",
+            Rejection::ALL.map(Rejection::as_str),
         )?;
-        for reason in Rejection::ALL {
-            rejected.with_label_values(&[reason.as_str()]);
-        }
         let refreshes = register(
             &registry,
             IntCounter::new(

@@ -15,7 +15,7 @@ use crate::http::admission::admit;
 use crate::http::body::ProxyBody;
 use crate::http::errors::api_error;
 use crate::http::handling::{at_once, later, Handling};
-use crate::http::headers::{ensure_request_id, X_REQUEST_ID};
+use crate::http::headers::{ensure_request_id, request_id_for_debug};
 use crate::http::limits::RequestLimits;
 use crate::image::Protocol;
 use crate::metrics::RequestEvent;
@@ -48,15 +48,7 @@ impl Rest {
     /// once; anything else is [`Rest::handle_further`], boxed.
     pub fn handle(self: &Arc<Self>, mut request: Request<Incoming>) -> Handling {
         let started = Instant::now();
-        // Upstream-bound requests get an ID when they are forwarded; a hit only needs one
-        // when its debug event is going to be written.
-        let debug = tracing::enabled!(tracing::Level::DEBUG);
-        if debug {
-            ensure_request_id(request.headers_mut());
-        }
-        let request_id = debug
-            .then(|| request.headers().get(&X_REQUEST_ID).cloned())
-            .flatten();
+        let request_id = request_id_for_debug(request.headers_mut());
         if let Err(refusal) = admit(
             request.method(),
             request.uri(),

@@ -156,13 +156,7 @@ fn mutation_effect(answer: Result<StatusCode, &UpstreamError>) -> MutationEffect
         Ok(StatusCode::NOT_FOUND) => MutationEffect::Gone,
         Ok(status) if status.is_server_error() => MutationEffect::Unknown,
         Ok(_) => MutationEffect::NotApplied,
-        Err(
-            UpstreamError::Connect(_)
-            | UpstreamError::Tls(_)
-            | UpstreamError::Busy
-            | UpstreamError::Upload(_),
-        ) => MutationEffect::NotApplied,
-        Err(UpstreamError::Timeout(_) | UpstreamError::Body(_)) => MutationEffect::Unknown,
+        Err(failure) => MutationEffect::without_answer(failure),
     }
 }
 
