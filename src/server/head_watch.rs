@@ -428,4 +428,31 @@ mod tests {
         assert_eq!(read.unwrap_err().kind(), io::ErrorKind::TimedOut);
         drop(activity);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_with_a_shorter_timeout_is_looked_at_sooner() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..2 {
+            clients.push(TcpStream::connect(address).await.unwrap());
+            servers.push(listener.accept().await.unwrap().0);
+        }
+        let watch = HeadWatch::new();
+        // Looked at once a second for this one (the longest interval)...
+        let (_slow, _slow_activity) = watch.watch(servers.remove(0), Duration::from_secs(60));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // ...then one that must be closed after 80 ms arrives while the task sleeps.
+        let (mut io, _activity) = watch.watch(servers.remove(0), Duration::from_millis(80));
+        let reading = tokio::spawn(async move { io.read(&mut [0u8; 16]).await });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            reading.is_finished(),
+            "not closed within 200 ms: the task slept on"
+        );
+        let read = reading.await.unwrap();
+        assert_eq!(read.unwrap_err().kind(), io::ErrorKind::TimedOut);
+    }
 }
