@@ -510,6 +510,13 @@ mod tests {
             .await
     }
 
+    /// What `who` may be served of "img" over REST now, as moka holds it.
+    async fn look_up(cache: &ImageCache, who: Option<Fingerprint>) -> Lookup {
+        cache
+            .lookup(Protocol::Http, "img", who, Moment::now())
+            .await
+    }
+
     fn fingerprints() -> (Fingerprint, Fingerprint) {
         let hasher = CredentialHasher::new_random().unwrap();
         let mut a = HeaderMap::new();
@@ -533,45 +540,15 @@ mod tests {
         let cache = ImageCache::new(&config(AuthMode::PerCredential), |_| {});
         let (a, b) = fingerprints();
         store(&cache, "img", ready("{}"), Some(a)).await;
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", Some(a), Moment::now())
-                .await,
-            Lookup::Fresh(_)
-        ));
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", Some(b), Moment::now())
-                .await,
-            Lookup::Miss
-        ));
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", None, Moment::now())
-                .await,
-            Lookup::Miss
-        ));
+        assert!(matches!(look_up(&cache, Some(a)).await, Lookup::Fresh(_)));
+        assert!(matches!(look_up(&cache, Some(b)).await, Lookup::Miss));
+        assert!(matches!(look_up(&cache, None).await, Lookup::Miss));
         // b's own fetch adds b and keeps a.
         store(&cache, "img", ready("{}"), Some(b)).await;
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", Some(a), Moment::now())
-                .await,
-            Lookup::Fresh(_)
-        ));
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", Some(b), Moment::now())
-                .await,
-            Lookup::Fresh(_)
-        ));
+        assert!(matches!(look_up(&cache, Some(a)).await, Lookup::Fresh(_)));
+        assert!(matches!(look_up(&cache, Some(b)).await, Lookup::Fresh(_)));
         assert_eq!(cache.invalidate("img").await, 1);
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", Some(a), Moment::now())
-                .await,
-            Lookup::Miss
-        ));
+        assert!(matches!(look_up(&cache, Some(a)).await, Lookup::Miss));
     }
 
     #[tokio::test]
@@ -579,12 +556,7 @@ mod tests {
         let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
         let (a, _) = fingerprints();
         store(&cache, "img", ready("{}"), Some(a)).await;
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", None, Moment::now())
-                .await,
-            Lookup::Fresh(_)
-        ));
+        assert!(matches!(look_up(&cache, None).await, Lookup::Fresh(_)));
     }
 
     #[tokio::test]
@@ -593,10 +565,7 @@ mod tests {
         let mut old = ready("{}");
         old.received_at = Instant::now() - Duration::from_secs(90);
         store(&cache, "img", old, None).await;
-        match cache
-            .lookup(Protocol::Http, "img", None, Moment::now())
-            .await
-        {
+        match look_up(&cache, None).await {
             Lookup::Stale(entry) => assert!(entry.ttl_secs(Moment::now()) <= -29),
             other => panic!("{other:?}"),
         }
@@ -612,12 +581,7 @@ mod tests {
                 .store(Protocol::Http, "img", ready("{}"), None, before)
                 .await
         );
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", None, Moment::now())
-                .await,
-            Lookup::Miss
-        ));
+        assert!(matches!(look_up(&cache, None).await, Lookup::Miss));
         let before = cache.generation("img");
         cache.purge_all().await;
         assert!(
@@ -646,12 +610,7 @@ mod tests {
             ..ready("{}")
         };
         assert!(!store(&cache, "img", not_found, Some(b)).await);
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", Some(a), Moment::now())
-                .await,
-            Lookup::Fresh(_)
-        ));
+        assert!(matches!(look_up(&cache, Some(a)).await, Lookup::Fresh(_)));
         assert_eq!(cache.invalidate_for("img", Some(a)).await, 1);
     }
 
@@ -671,24 +630,9 @@ mod tests {
             ..ready("{}")
         };
         store(&cache, "img", not_found, Some(b)).await;
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", Some(b), Moment::now())
-                .await,
-            Lookup::Fresh(_)
-        ));
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", Some(a), Moment::now())
-                .await,
-            Lookup::Miss
-        ));
-        assert!(matches!(
-            cache
-                .lookup(Protocol::Http, "img", None, Moment::now())
-                .await,
-            Lookup::Miss
-        ));
+        assert!(matches!(look_up(&cache, Some(b)).await, Lookup::Fresh(_)));
+        assert!(matches!(look_up(&cache, Some(a)).await, Lookup::Miss));
+        assert!(matches!(look_up(&cache, None).await, Lookup::Miss));
     }
 
     #[tokio::test]
@@ -919,5 +863,18 @@ mod tests {
         assert_eq!(served(&cache, Protocol::Http, None).await, None);
         cache.entries.run_pending_tasks().await;
         assert_eq!(Arc::strong_count(&held), 1, "only this test holds it");
+    }
+
+    #[tokio::test]
+    async fn one_lookup_in_sixteen_of_a_held_image_reads_moka() {
+        let cache = ImageCache::new(&config(AuthMode::Shared), |_| {});
+        assert!(store(&cache, "img", ready("{}"), None).await);
+        let recent =
+            |cache: &ImageCache| cache.lookup_recent(Protocol::Http, "img", None, Moment::now());
+        assert!(recent(&cache).is_none(), "held only once moka was read");
+        let found = look_up(&cache, None).await;
+        assert!(matches!(found, Lookup::Fresh(_)));
+        let read_through = (0..160).filter(|_| recent(&cache).is_none()).count();
+        assert_eq!(read_through, 160 / 16);
     }
 }
