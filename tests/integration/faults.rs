@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baremetal_api_sim::{Fault, FaultScope, Image};
-use baremetal_image_cache::Config;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -14,15 +13,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::*;
-
-fn config(change: impl FnOnce(&mut Config)) -> Config {
-    let mut config = Config {
-        stale_if_error: Duration::ZERO,
-        ..test_config()
-    };
-    change(&mut config);
-    config
-}
 
 async fn metric(h: &Harness, series: &str) -> f64 {
     Scrape::take(h).await.get(&format!("{P}_{series}"))
@@ -45,7 +35,12 @@ async fn connection_refused_is_a_502_after_bounded_retries_of_gets_only() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let h = Harness::start_against(simulator(), &format!("http://{closed}"), config(|_| {})).await;
+    let h = Harness::start_against(
+        simulator(),
+        &format!("http://{closed}"),
+        fault_config(|_| {}),
+    )
+    .await;
     let reply = h.get(IMG, Some(ALICE)).await;
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert_eq!(reply.json()["code"], 14);
@@ -73,7 +68,7 @@ async fn connection_refused_is_a_502_after_bounded_retries_of_gets_only() {
 
 #[tokio::test]
 async fn a_reset_mid_body_is_a_502_counted_as_body() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     h.sim
         .set_fault(FaultScope::Image(IMG.into()), Fault::ResetMidBody, Some(1));
     assert_eq!(
@@ -94,7 +89,7 @@ async fn a_reset_mid_body_is_a_502_counted_as_body() {
 async fn a_tls_failure_is_counted_as_tls() {
     let sim = simulator();
     let plain = sim.clone().spawn().await.unwrap();
-    let h = Harness::start_against(sim, &format!("https://{plain}"), config(|_| {})).await;
+    let h = Harness::start_against(sim, &format!("https://{plain}"), fault_config(|_| {})).await;
     assert_eq!(
         h.get(IMG, Some(ALICE)).await.status,
         StatusCode::BAD_GATEWAY
@@ -110,7 +105,10 @@ async fn a_tls_failure_is_counted_as_tls() {
 
 #[tokio::test]
 async fn a_hang_and_a_slow_drip_end_at_the_deadline_with_504() {
-    let h = Harness::with_config(config(|c| c.upstream_timeout = Duration::from_millis(800))).await;
+    let h = Harness::with_config(fault_config(|c| {
+        c.upstream_timeout = Duration::from_millis(800)
+    }))
+    .await;
     for (n, fault) in [Fault::Hang, Fault::SlowDrip(Duration::from_millis(50))]
         .into_iter()
         .enumerate()
@@ -141,7 +139,7 @@ async fn a_hang_and_a_slow_drip_end_at_the_deadline_with_504() {
 
 #[tokio::test]
 async fn upstream_5xx_and_429_are_relayed_never_cached_and_keep_the_entry() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     for (status, retry_after) in [(500, None), (503, Some(3)), (429, Some(7))] {
         h.sim.reset_counts();
         h.sim.set_fault(
@@ -193,7 +191,7 @@ async fn upstream_5xx_and_429_are_relayed_never_cached_and_keep_the_entry() {
 
 #[tokio::test]
 async fn a_64_mib_body_is_streamed_through_and_never_held() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     h.sim.set_fault(
         FaultScope::Image(IMG.into()),
         Fault::HugeBody(64 * 1024 * 1024),
@@ -218,7 +216,7 @@ async fn a_64_mib_body_is_streamed_through_and_never_held() {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     let one = format!(
         "GET {} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ALICE}\r\n\r\n",
         image_path(IMG)
@@ -241,7 +239,7 @@ async fn pipelined_requests_are_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_http2_streams_on_one_connection_share_one_fetch() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     h.sim.set_fault(
         FaultScope::All,
         Fault::Delay(Duration::from_millis(300)),
@@ -270,7 +268,7 @@ async fn many_http2_streams_on_one_connection_share_one_fetch() {
 
 #[tokio::test]
 async fn malformed_requests_get_a_400_and_the_proxy_carries_on() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     for garbage in [
         &b"GARBAGE\r\n\r\n"[..],
         b"GET /baremetal/v1alpha/images/x HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
@@ -291,7 +289,7 @@ async fn malformed_requests_get_a_400_and_the_proxy_carries_on() {
 
 #[tokio::test]
 async fn oversized_ids_and_heads_are_refused_or_passed_through_never_cached() {
-    let h = Harness::with_config(config(|c| c.max_header_size = 16 * 1024)).await;
+    let h = Harness::with_config(fault_config(|c| c.max_header_size = 16 * 1024)).await;
     let long_id = format!("ly5{}", "a".repeat(62));
     assert_eq!(long_id.len(), 65);
     for _ in 0..2 {
@@ -325,7 +323,7 @@ async fn oversized_ids_and_heads_are_refused_or_passed_through_never_cached() {
 #[tokio::test]
 async fn many_distinct_ids_stay_within_max_capacity() {
     let capacity = 256 * 1024;
-    let h = Harness::with_config(config(|c| c.max_capacity = capacity)).await;
+    let h = Harness::with_config(fault_config(|c| c.max_capacity = capacity)).await;
     let ids: Vec<String> = (0..2000).map(|i| format!("ly5bulk{i:013}")).collect();
     for id in &ids {
         h.sim.put_image(Image::ready(id, ALICE_FOLDER, "bulk"));
@@ -349,7 +347,7 @@ async fn many_distinct_ids_stay_within_max_capacity() {
 
 #[tokio::test]
 async fn past_the_connection_limit_a_connection_gets_503_and_hits_keep_flowing() {
-    let h = Harness::with_config(config(|c| c.max_connections = 2)).await;
+    let h = Harness::with_config(fault_config(|c| c.max_connections = 2)).await;
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     // The harness's client holds one pooled connection; hold a second one open.
     let _held = TcpStream::connect(h.addr).await.unwrap();
@@ -373,7 +371,7 @@ async fn past_the_connection_limit_a_connection_gets_503_and_hits_keep_flowing()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_upstream_limit_misses_get_503_at_once_and_hits_keep_flowing() {
-    let h = Arc::new(Harness::with_config(config(|c| c.max_upstream_requests = 1)).await);
+    let h = Arc::new(Harness::with_config(fault_config(|c| c.max_upstream_requests = 1)).await);
     assert_eq!(h.get(IMG2, Some(ALICE)).await.x_cache(), "MISS");
     h.sim
         .set_fault(FaultScope::Image(IMG.into()), Fault::Hang, Some(1));
@@ -407,7 +405,7 @@ async fn past_the_upstream_limit_misses_get_503_at_once_and_hits_keep_flowing() 
 
 #[tokio::test]
 async fn a_request_body_over_the_limit_gets_413_streamed_or_declared() {
-    let h = Harness::with_config(config(|c| c.max_request_body = 1024)).await;
+    let h = Harness::with_config(fault_config(|c| c.max_request_body = 1024)).await;
     let declared = Request::post(format!("http://{}/baremetal/v1alpha/images", h.addr))
         .header("authorization", format!("Bearer {ALICE}"))
         .body(Full::new(Bytes::from(vec![b'x'; 2048])))
@@ -463,7 +461,7 @@ async fn stalled_head(stream: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
-    let h = Harness::with_config(config(|c| {
+    let h = Harness::with_config(fault_config(|c| {
         c.header_read_timeout = Duration::from_millis(500)
     }))
     .await;
@@ -498,7 +496,10 @@ async fn a_slow_client_is_cut_off_by_the_header_read_timeout() {
 
 #[tokio::test]
 async fn a_kept_alive_connection_is_timed_from_its_latest_request_head() {
-    let h = Harness::with_config(config(|c| c.header_read_timeout = Duration::from_secs(1))).await;
+    let h = Harness::with_config(fault_config(|c| {
+        c.header_read_timeout = Duration::from_secs(1)
+    }))
+    .await;
     let mut stream = TcpStream::connect(h.addr).await.unwrap();
     // Requests 300 ms apart, for longer than the timeout: each head is timed on its own;
     // then one slower upstream than the timeout: in flight, the connection is not idle.
@@ -544,7 +545,7 @@ async fn a_hot_entry_is_refreshed_once_before_it_expires() {
     // A 10 s TTL whose last 95 % is the refresh window: hits from 0.5 s on refresh it, and
     // nothing here comes near expiry, however slow the machine.
     let h = Arc::new(
-        Harness::with_config(config(|c| {
+        Harness::with_config(fault_config(|c| {
             c.ttl = Duration::from_secs(10);
             c.refresh_ahead = 95;
         }))
@@ -571,7 +572,7 @@ async fn a_hot_entry_is_refreshed_once_before_it_expires() {
 
 #[tokio::test]
 async fn a_refused_refresh_is_not_retried_by_every_hit() {
-    let h = Harness::with_config(config(|c| {
+    let h = Harness::with_config(fault_config(|c| {
         c.ttl = Duration::from_secs(10);
         c.refresh_ahead = 95;
     }))
@@ -602,7 +603,7 @@ async fn a_refused_refresh_is_not_retried_by_every_hit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_that_sees_a_non_ready_status_drops_the_entry() {
-    let h = Harness::with_config(config(|c| {
+    let h = Harness::with_config(fault_config(|c| {
         c.ttl = Duration::from_secs(30);
         c.refresh_ahead = 99;
     }))
@@ -629,7 +630,7 @@ async fn a_refresh_that_sees_a_non_ready_status_drops_the_entry() {
 
 #[tokio::test]
 async fn each_credential_refreshes_before_its_own_grant_runs_out() {
-    let h = Harness::with_config(config(|c| {
+    let h = Harness::with_config(fault_config(|c| {
         c.ttl = Duration::from_secs(10);
         c.refresh_ahead = 95;
     }))
@@ -662,7 +663,7 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_listener_caps_connections_and_closes_idle_ones() {
-    let h = Harness::with_config(config(|c| {
+    let h = Harness::with_config(fault_config(|c| {
         c.header_read_timeout = Duration::from_millis(500)
     }))
     .await;
@@ -697,7 +698,7 @@ async fn the_admin_listener_caps_connections_and_closes_idle_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_uploads_hold_no_upstream_slot_and_get_408() {
-    let h = Harness::with_config(config(|c| {
+    let h = Harness::with_config(fault_config(|c| {
         c.max_upstream_requests = 16;
         c.request_body_timeout = Duration::from_secs(1);
     }))
@@ -743,7 +744,7 @@ async fn stalled_uploads_hold_no_upstream_slot_and_get_408() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pass_through_cannot_take_the_upstream_capacity_kept_for_fills() {
-    let h = Arc::new(Harness::with_config(config(|c| c.max_upstream_requests = 4)).await);
+    let h = Arc::new(Harness::with_config(fault_config(|c| c.max_upstream_requests = 4)).await);
     // Pass-through requests that the upstream never answers.
     h.sim
         .set_fault(FaultScope::Image(IMG.into()), Fault::Hang, None);
@@ -770,7 +771,7 @@ async fn pass_through_cannot_take_the_upstream_capacity_kept_for_fills() {
 
 #[tokio::test]
 async fn too_many_headers_over_http2_get_431_as_over_http1() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<Full<Bytes>>();
@@ -796,7 +797,7 @@ async fn too_many_headers_over_http2_get_431_as_over_http1() {
 
 #[tokio::test]
 async fn methods_targets_codings_and_upgrades_the_api_has_not_are_refused_not_forwarded() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     for (request, status) in [
         (&b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n"[..], "501"),
         (b"TRACE /baremetal/v1alpha/zones HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "501"),
@@ -853,7 +854,8 @@ async fn an_upstream_switching_protocols_is_not_relayed() {
             });
         }
     });
-    let h = Harness::start_against(simulator(), &format!("http://{addr}"), config(|_| {})).await;
+    let h =
+        Harness::start_against(simulator(), &format!("http://{addr}"), fault_config(|_| {})).await;
     for target in ["/baremetal/v1alpha/zones".to_string(), image_path(IMG)] {
         let reply = h.call(Method::GET, &target, Some(ALICE), &[]).await;
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{target}");

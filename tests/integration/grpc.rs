@@ -62,10 +62,7 @@ async fn patch_description(h: &Harness, id: &str, description: &str) -> Reply {
 async fn grpc_miss_then_hit_replays_the_message_bytes_unknown_field_included() {
     let h = Harness::start().await;
     let mut client = h.grpc().await;
-    let first = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "first Get",
-    );
+    let first = get_ok(&mut client, IMG, Some(ALICE), "first Get").await;
     assert_eq!(x_cache(&first), "MISS");
     let status = cache_status(&first);
     assert!(
@@ -90,10 +87,7 @@ async fn grpc_miss_then_hit_replays_the_message_bytes_unknown_field_included() {
     );
     assert_eq!(decoded.name, h.sim.image(IMG).unwrap().name);
 
-    let second = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "second Get",
-    );
+    let second = get_ok(&mut client, IMG, Some(ALICE), "second Get").await;
     assert_eq!(x_cache(&second), "HIT");
     assert!(
         cache_status(&second).starts_with("baremetal-image-cache; hit; ttl="),
@@ -120,10 +114,7 @@ async fn grpc_miss_then_hit_replays_the_message_bytes_unknown_field_included() {
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "HIT");
     assert_eq!(h.sim.image_get_count(IMG), 1);
-    let third = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "third Get",
-    );
+    let third = get_ok(&mut client, IMG, Some(ALICE), "third Get").await;
     assert_eq!((x_cache(&third), third.get_ref()), ("HIT", &bytes));
     assert_eq!(h.sim.grpc_image_get_count(IMG), 1);
     h.stop().await;
@@ -149,7 +140,7 @@ async fn grpc_no_status_but_ready_is_ever_cached() {
     {
         assert!(h.sim.set_status(IMG, status));
         for round in ["first", "second"] {
-            let answer = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, status);
+            let answer = get_ok(&mut client, IMG, Some(ALICE), status).await;
             assert_eq!(x_cache(&answer), "MISS", "{status}, {round} call");
             assert!(!cache_status(&answer).contains("stored"), "{status}");
             let bytes = answer.into_inner();
@@ -174,7 +165,7 @@ async fn grpc_a_ready_image_turning_deleting_is_dropped_in_both_protocols() {
     let h = Harness::start().await;
     let mut client = h.grpc().await;
     for expected in ["MISS", "HIT"] {
-        let answer = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+        let answer = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
         assert_eq!(x_cache(&answer), expected);
         assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), expected);
     }
@@ -193,7 +184,7 @@ async fn grpc_a_ready_image_turning_deleting_is_dropped_in_both_protocols() {
     assert_eq!(image(refreshed.get_ref()).status(), ImageStatus::Deleting);
     // Both READY copies are gone, though their TTL has not run out.
     h.sim.set_status(IMG, "READY");
-    let next = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let next = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&next), "MISS");
     assert_eq!(h.get(IMG, Some(ALICE)).await.x_cache(), "MISS");
     assert_eq!(h.sim.grpc_image_get_count(IMG), 3);
@@ -206,11 +197,14 @@ async fn grpc_not_found_drops_a_cached_image_and_is_cached_only_with_a_negative_
     let h = Harness::start().await;
     let mut client = h.grpc().await;
     for _ in 0..2 {
-        failed(
-            get_raw(&mut client, MISSING, Some(ALICE), &[]).await,
+        get_failed(
+            &mut client,
+            MISSING,
+            Some(ALICE),
             Code::NotFound,
             "a missing image",
-        );
+        )
+        .await;
     }
     assert_eq!(
         h.sim.grpc_image_get_count(MISSING),
@@ -219,7 +213,7 @@ async fn grpc_not_found_drops_a_cached_image_and_is_cached_only_with_a_negative_
     );
     // A NOT_FOUND for an image Alice could read drops her copy.
     for expected in ["MISS", "HIT"] {
-        let answer = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+        let answer = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
         assert_eq!(x_cache(&answer), expected);
     }
     h.sim.set_fault(
@@ -241,7 +235,7 @@ async fn grpc_not_found_drops_a_cached_image_and_is_cached_only_with_a_negative_
         Code::NotFound,
         "a no-cache Get the API answers NOT_FOUND",
     );
-    let after = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let after = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&after), "MISS", "the NOT_FOUND dropped the entry");
     h.stop().await;
 
@@ -251,16 +245,22 @@ async fn grpc_not_found_drops_a_cached_image_and_is_cached_only_with_a_negative_
     })
     .await;
     let mut client = h.grpc().await;
-    failed(
-        get_raw(&mut client, MISSING, Some(ALICE), &[]).await,
+    get_failed(
+        &mut client,
+        MISSING,
+        Some(ALICE),
         Code::NotFound,
         "a missing image",
-    );
-    let again = failed(
-        get_raw(&mut client, MISSING, Some(ALICE), &[]).await,
+    )
+    .await;
+    let again = get_failed(
+        &mut client,
+        MISSING,
+        Some(ALICE),
         Code::NotFound,
         "a missing image, again",
-    );
+    )
+    .await;
     assert_eq!(meta(again.metadata(), "x-cache"), Some("HIT"));
     let raw = h
         .grpc_raw(
@@ -276,11 +276,7 @@ async fn grpc_not_found_drops_a_cached_image_and_is_cached_only_with_a_negative_
     assert!(raw.body.is_empty() && raw.trailers.is_none(), "no message");
     assert_eq!(h.sim.grpc_image_get_count(MISSING), 1);
     // Another credential is not told by the cache what the API told Alice.
-    failed(
-        get_raw(&mut client, MISSING, Some(BOB), &[]).await,
-        Code::NotFound,
-        "Bob",
-    );
+    get_failed(&mut client, MISSING, Some(BOB), Code::NotFound, "Bob").await;
     assert_eq!(h.sim.grpc_image_get_count(MISSING), 2);
     h.stop().await;
 }
@@ -295,16 +291,22 @@ async fn grpc_a_cached_not_found_replays_the_apis_status_message_and_details() {
     })
     .await;
     let mut client = h.grpc().await;
-    let first = failed(
-        get_raw(&mut client, MISSING, Some(ALICE), &[]).await,
+    let first = get_failed(
+        &mut client,
+        MISSING,
+        Some(ALICE),
         Code::NotFound,
         "a missing image",
-    );
-    let cached = failed(
-        get_raw(&mut client, MISSING, Some(ALICE), &[]).await,
+    )
+    .await;
+    let cached = get_failed(
+        &mut client,
+        MISSING,
+        Some(ALICE),
         Code::NotFound,
         "a missing image, from the cache",
-    );
+    )
+    .await;
     assert_eq!(meta(cached.metadata(), "x-cache"), Some("HIT"));
     assert_eq!(h.sim.grpc_image_get_count(MISSING), 1);
     assert_eq!(cached.message(), first.message(), "the API's grpc-message");
@@ -325,39 +327,34 @@ async fn grpc_a_cached_not_found_replays_the_apis_status_message_and_details() {
 async fn grpc_each_credential_gets_what_the_upstream_would_give_it() {
     let h = Harness::start().await;
     let mut client = h.grpc().await;
-    let alice = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Alice");
+    let alice = get_ok(&mut client, IMG, Some(ALICE), "Alice").await;
     let alice_bytes = alice.into_inner();
-    let again = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "Alice again",
-    );
+    let again = get_ok(&mut client, IMG, Some(ALICE), "Alice again").await;
     assert_eq!(x_cache(&again), "HIT");
 
-    let bob = failed(
-        get_raw(&mut client, IMG, Some(BOB), &[]).await,
-        Code::PermissionDenied,
-        "Bob",
-    );
+    let bob = get_failed(&mut client, IMG, Some(BOB), Code::PermissionDenied, "Bob").await;
     assert_eq!(
         grpc::status_details(&bob).unwrap().code,
         Code::PermissionDenied as i32
     );
-    let forged = failed(
-        get_raw(&mut client, IMG, Some(FORGED), &[]).await,
+    let forged = get_failed(
+        &mut client,
+        IMG,
+        Some(FORGED),
         Code::Unauthenticated,
         "a forged token",
-    );
+    )
+    .await;
     let almost = format!("{ALICE}x");
-    failed(
-        get_raw(&mut client, IMG, Some(&almost), &[]).await,
+    get_failed(
+        &mut client,
+        IMG,
+        Some(&almost),
         Code::Unauthenticated,
         "Alice's token and one more character",
-    );
-    let nobody = failed(
-        get_raw(&mut client, IMG, None, &[]).await,
-        Code::Unauthenticated,
-        "no token",
-    );
+    )
+    .await;
+    let nobody = get_failed(&mut client, IMG, None, Code::Unauthenticated, "no token").await;
     for status in [&bob, &forged, &nobody] {
         assert_ne!(status.details(), &alice_bytes[..]);
     }
@@ -372,10 +369,7 @@ async fn grpc_each_credential_gets_what_the_upstream_would_give_it() {
         6,
         "everyone but Alice's second call went upstream"
     );
-    let last = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "Alice last",
-    );
+    let last = get_ok(&mut client, IMG, Some(ALICE), "Alice last").await;
     assert_eq!((x_cache(&last), last.get_ref()), ("HIT", &alice_bytes));
     h.stop().await;
 }
@@ -385,18 +379,11 @@ async fn grpc_with_forbidden_images_hidden_another_tenant_gets_not_found_and_evi
     let h = Harness::start().await;
     h.sim.set_hide_forbidden_as_not_found(true);
     let mut client = h.grpc().await;
-    let alice = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Alice");
+    let alice = get_ok(&mut client, IMG, Some(ALICE), "Alice").await;
     for _ in 0..2 {
-        failed(
-            get_raw(&mut client, IMG, Some(BOB), &[]).await,
-            Code::NotFound,
-            "Bob",
-        );
+        get_failed(&mut client, IMG, Some(BOB), Code::NotFound, "Bob").await;
     }
-    let again = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "Alice again",
-    );
+    let again = get_ok(&mut client, IMG, Some(ALICE), "Alice again").await;
     assert_eq!(x_cache(&again), "HIT", "Bob's NOT_FOUND evicted nothing");
     assert_eq!(again.get_ref(), alice.get_ref());
     assert_eq!(h.sim.grpc_image_get_count(IMG), 3);
@@ -407,7 +394,7 @@ async fn grpc_with_forbidden_images_hidden_another_tenant_gets_not_found_and_evi
 async fn grpc_shared_mode_serves_one_entry_to_any_caller() {
     let h = Harness::with_config(shared_config()).await;
     let mut client = h.grpc().await;
-    let first = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Alice");
+    let first = get_ok(&mut client, IMG, Some(ALICE), "Alice").await;
     assert_eq!(x_cache(&first), "MISS");
     for token in [Some(ALICE2), Some(BOB), None] {
         let answer = ok(get_raw(&mut client, IMG, token, &[]).await, "any caller");
@@ -424,9 +411,9 @@ async fn grpc_a_token_the_api_calls_invalid_on_any_call_loses_every_grant() {
     let mut client = h.grpc().await;
     for id in [IMG, IMG2] {
         for token in [ALICE2, ALICE] {
-            ok(get_raw(&mut client, id, Some(token), &[]).await, "Get");
+            get_ok(&mut client, id, Some(token), "Get").await;
         }
-        let hit = ok(get_raw(&mut client, id, Some(ALICE2), &[]).await, "Get");
+        let hit = get_ok(&mut client, id, Some(ALICE2), "Get").await;
         assert_eq!(x_cache(&hit), "HIT");
     }
     h.sim.revoke_token(ALICE2);
@@ -441,12 +428,15 @@ async fn grpc_a_token_the_api_calls_invalid_on_any_call_loses_every_grant() {
         "a List with the revoked token",
     );
     for id in [IMG, IMG2] {
-        failed(
-            get_raw(&mut client, id, Some(ALICE2), &[]).await,
+        get_failed(
+            &mut client,
+            id,
+            Some(ALICE2),
             Code::Unauthenticated,
             "a Get with the revoked token",
-        );
-        let alice = ok(get_raw(&mut client, id, Some(ALICE), &[]).await, "Alice");
+        )
+        .await;
+        let alice = get_ok(&mut client, id, Some(ALICE), "Alice").await;
         assert_eq!(x_cache(&alice), "HIT", "{id}: Alice keeps hers");
     }
     h.stop().await;
@@ -571,7 +561,7 @@ async fn grpc_update_and_delete_invalidate_their_image_and_refused_ones_nothing(
     let mut client = h.grpc().await;
     let mutation_drops = format!("{P}_invalidations_total{{reason=\"mutation\"}}");
     for expected in ["MISS", "HIT"] {
-        let answer = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+        let answer = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
         assert_eq!(x_cache(&answer), expected);
     }
     // Refused Updates change nothing upstream, so they drop nothing.
@@ -590,7 +580,7 @@ async fn grpc_update_and_delete_invalidate_their_image_and_refused_ones_nothing(
         Code::Unauthenticated,
         "a forged Update",
     );
-    let still = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let still = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(
         x_cache(&still),
         "HIT",
@@ -604,10 +594,10 @@ async fn grpc_update_and_delete_invalidate_their_image_and_refused_ones_nothing(
     );
     assert!(operation.get_ref().done);
     assert_eq!(x_cache(&operation), "", "a mutation is no Image.Get");
-    let after = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let after = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&after), "MISS");
     assert_eq!(image(after.get_ref()).description, "updated over gRPC");
-    let hit = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let hit = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(
         (x_cache(&hit), image(hit.get_ref()).description.as_str()),
         ("HIT", "updated over gRPC")
@@ -616,7 +606,7 @@ async fn grpc_update_and_delete_invalidate_their_image_and_refused_ones_nothing(
 
     // Delete: the next Get asks the API, which no longer has the image.
     for expected in ["MISS", "HIT"] {
-        let answer = ok(get_raw(&mut client, IMG2, Some(ALICE), &[]).await, "Get");
+        let answer = get_ok(&mut client, IMG2, Some(ALICE), "Get").await;
         assert_eq!(x_cache(&answer), expected);
     }
     failed(
@@ -626,7 +616,7 @@ async fn grpc_update_and_delete_invalidate_their_image_and_refused_ones_nothing(
         Code::PermissionDenied,
         "Bob's Delete",
     );
-    let still = ok(get_raw(&mut client, IMG2, Some(ALICE), &[]).await, "Get");
+    let still = get_ok(&mut client, IMG2, Some(ALICE), "Get").await;
     assert_eq!(
         x_cache(&still),
         "HIT",
@@ -641,11 +631,14 @@ async fn grpc_update_and_delete_invalidate_their_image_and_refused_ones_nothing(
         .unwrap(),
         "Alice's Delete",
     );
-    failed(
-        get_raw(&mut client, IMG2, Some(ALICE), &[]).await,
+    get_failed(
+        &mut client,
+        IMG2,
+        Some(ALICE),
         Code::NotFound,
         "a Get after the Delete",
-    );
+    )
+    .await;
     assert_eq!(h.sim.grpc_image_get_count(IMG2), 2);
     h.stop().await;
 }
@@ -659,7 +652,7 @@ async fn grpc_and_rest_mutations_invalidate_each_others_entries() {
         let h = &h;
         let mut client = reader.clone();
         async move {
-            let answer = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+            let answer = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
             assert_eq!(x_cache(&answer), expected, "gRPC");
             let rest = h.get(IMG, Some(ALICE)).await;
             assert_eq!(rest.x_cache(), expected, "REST");
@@ -855,11 +848,11 @@ async fn grpc_other_calls_reach_the_api_before_their_body_ends() {
 async fn grpc_no_cache_metadata_fetches_and_refreshes_the_entry() {
     let h = Harness::start().await;
     let mut client = h.grpc().await;
-    ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     let mut changed = h.sim.image(IMG).unwrap();
     changed.description = "changed upstream".into();
     h.sim.put_image(changed);
-    let stale_hit = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let stale_hit = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&stale_hit), "HIT");
     assert_ne!(image(stale_hit.get_ref()).description, "changed upstream");
 
@@ -880,7 +873,7 @@ async fn grpc_no_cache_metadata_fetches_and_refreshes_the_entry() {
         cache_status(&refreshed)
     );
     assert_eq!(image(refreshed.get_ref()).description, "changed upstream");
-    let hit = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let hit = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&hit), "HIT");
     assert_eq!(hit.get_ref(), refreshed.get_ref());
     assert_eq!(h.sim.grpc_image_get_count(IMG), 2);
@@ -894,21 +887,21 @@ async fn grpc_purges_on_the_admin_listener_drop_grpc_entries() {
     let h = Harness::start().await;
     let mut client = h.grpc().await;
     for id in [IMG, IMG2] {
-        ok(get_raw(&mut client, id, Some(ALICE), &[]).await, "Get");
+        get_ok(&mut client, id, Some(ALICE), "Get").await;
     }
     h.get(IMG, Some(ALICE)).await;
     let purge = h
         .admin(Method::DELETE, &format!("/cache/images/{IMG}"))
         .await;
     assert_eq!(purge.status, StatusCode::OK);
-    let purged = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let purged = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&purged), "MISS", "the gRPC entry is gone");
     assert_eq!(
         h.get(IMG, Some(ALICE)).await.x_cache(),
         "MISS",
         "and the REST one"
     );
-    let other = ok(get_raw(&mut client, IMG2, Some(ALICE), &[]).await, "Get");
+    let other = get_ok(&mut client, IMG2, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&other), "HIT", "only that image is purged");
 
     assert_eq!(
@@ -916,7 +909,7 @@ async fn grpc_purges_on_the_admin_listener_drop_grpc_entries() {
         StatusCode::OK
     );
     for id in [IMG, IMG2] {
-        let answer = ok(get_raw(&mut client, id, Some(ALICE), &[]).await, "Get");
+        let answer = get_ok(&mut client, id, Some(ALICE), "Get").await;
         assert_eq!(x_cache(&answer), "MISS", "{id} after a purge of everything");
     }
     assert_eq!(h.sim.grpc_image_get_count(IMG), 3);
@@ -1024,10 +1017,7 @@ async fn grpc_a_gzip_message_is_read_and_answered_from_the_same_entry() {
     assert_eq!(second.header("x-cache"), Some("HIT"));
     assert_eq!(second.message(), bytes);
     let mut client = h.grpc().await;
-    let plain = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "plain Get",
-    );
+    let plain = get_ok(&mut client, IMG, Some(ALICE), "plain Get").await;
     assert_eq!((x_cache(&plain), plain.get_ref()), ("HIT", &bytes));
     assert_eq!(h.sim.grpc_image_get_count(IMG), 1);
     h.stop().await;
@@ -1069,10 +1059,7 @@ async fn grpc_another_encoding_passes_through_uncached() {
     assert_eq!(recorded[1].body, body, "passed on as it came");
     assert_eq!(recorded[1].headers.get("grpc-encoding").unwrap(), "snappy");
     let mut client = h.grpc().await;
-    let plain = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "plain Get",
-    );
+    let plain = get_ok(&mut client, IMG, Some(ALICE), "plain Get").await;
     assert_eq!(x_cache(&plain), "MISS", "nothing was cached");
     h.stop().await;
 }
@@ -1084,10 +1071,7 @@ async fn grpc_gets_that_are_not_the_cacheable_get_pass_through_uncached() {
     // image_id, then a field 77 that GetImageRequest does not have.
     let mut message = get_request(IMG);
     message.extend_from_slice(&[0xe8, 0x04, 0x01]);
-    let plain = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "plain Get",
-    );
+    let plain = get_ok(&mut client, IMG, Some(ALICE), "plain Get").await;
     for _ in 0..2 {
         let answer = ok(
             client
@@ -1105,20 +1089,20 @@ async fn grpc_gets_that_are_not_the_cacheable_get_pass_through_uncached() {
         assert_eq!(call.body, message, "the message went upstream untouched");
         assert_eq!(call.unknown_fields, [77]);
     }
-    let hit = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "plain Get",
-    );
+    let hit = get_ok(&mut client, IMG, Some(ALICE), "plain Get").await;
     assert_eq!(x_cache(&hit), "HIT", "the plain Get's entry is untouched");
 
     // An ID the proxy's rule refuses is the API's to judge, every time.
     for id in ["Ly5TEST0READY0000001", "ly5test0ready0000001/", ""] {
         for _ in 0..2 {
-            let status = failed(
-                get_raw(&mut client, id, Some(ALICE), &[]).await,
+            let status = get_failed(
+                &mut client,
+                id,
+                Some(ALICE),
                 Code::InvalidArgument,
                 &format!("a Get of {id:?}"),
-            );
+            )
+            .await;
             assert_eq!(meta(status.metadata(), "x-cache"), None, "{id:?}");
         }
         assert_eq!(h.sim.grpc_image_get_count(id), 2, "{id:?}");
@@ -1141,7 +1125,7 @@ async fn grpc_known_traffic_moves_each_counter_exactly() {
     let mut client = h.grpc().await;
     // 1 miss, then 3 hits.
     for expected in ["MISS", "HIT", "HIT", "HIT"] {
-        let answer = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+        let answer = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
         assert_eq!(x_cache(&answer), expected);
     }
     // A flight of 1 leader and 5 waiters: 6 misses, 5 coalesced.
@@ -1164,11 +1148,7 @@ async fn grpc_known_traffic_moves_each_counter_exactly() {
     ok(leader.await.unwrap(), "the leader");
     h.sim.clear_faults();
     // No token: a bypass, refused upstream.
-    failed(
-        get_raw(&mut client, IMG, None, &[]).await,
-        Code::Unauthenticated,
-        "no token",
-    );
+    get_failed(&mut client, IMG, None, Code::Unauthenticated, "no token").await;
     // An Update: one invalidation.
     ok(
         update_description(&mut client, IMG, "counted", Some(ALICE)).await,
@@ -1183,12 +1163,15 @@ async fn grpc_known_traffic_moves_each_counter_exactly() {
         },
         Some(1),
     );
-    failed(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
+    get_failed(
+        &mut client,
+        IMG,
+        Some(ALICE),
         Code::Unavailable,
         "an upstream 503",
-    );
-    let healthy = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    )
+    .await;
+    let healthy = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&healthy), "MISS");
     // A pass-through call.
     let list = ListImagesRequest {

@@ -13,15 +13,6 @@ use tonic::Code;
 use crate::support::grpc::*;
 use crate::support::*;
 
-fn config(change: impl FnOnce(&mut Config)) -> Config {
-    let mut config = Config {
-        stale_if_error: Duration::ZERO,
-        ..test_config()
-    };
-    change(&mut config);
-    config
-}
-
 fn list_alices_folder() -> ListImagesRequest {
     ListImagesRequest {
         folder_id: ALICE_FOLDER.into(),
@@ -45,7 +36,7 @@ async fn raw_get(h: &Harness, id: &str) -> RawAnswer {
 async fn then_miss_and_hit(h: &Harness, id: &str, what: &str) {
     let mut client = h.grpc().await;
     for expected in ["MISS", "HIT"] {
-        let answer = ok(get_raw(&mut client, id, Some(ALICE), &[]).await, what);
+        let answer = get_ok(&mut client, id, Some(ALICE), what).await;
         assert_eq!(x_cache(&answer), expected, "after {what}");
         assert_eq!(image(answer.get_ref()).id, id);
     }
@@ -58,14 +49,15 @@ async fn grpc_an_unreachable_upstream_is_unavailable_fast() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let h = Harness::start_against(simulator(), &format!("http://{closed}"), config(|_| {})).await;
+    let h = Harness::start_against(
+        simulator(),
+        &format!("http://{closed}"),
+        fault_config(|_| {}),
+    )
+    .await;
     let mut client = h.grpc().await;
     let started = Instant::now();
-    let get = failed(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        Code::Unavailable,
-        "a Get",
-    );
+    let get = get_failed(&mut client, IMG, Some(ALICE), Code::Unavailable, "a Get").await;
     assert!(!get.message().contains(ALICE), "no credential in errors");
     let list = failed(
         client.list(list_alices_folder(), Some(ALICE), &[]).await,
@@ -92,7 +84,10 @@ async fn grpc_an_unreachable_upstream_is_unavailable_fast() {
 
 #[tokio::test]
 async fn grpc_a_hanging_upstream_is_deadline_exceeded_at_the_upstream_timeout() {
-    let h = Harness::with_config(config(|c| c.upstream_timeout = Duration::from_millis(500))).await;
+    let h = Harness::with_config(fault_config(|c| {
+        c.upstream_timeout = Duration::from_millis(500)
+    }))
+    .await;
     h.sim.set_fault(FaultScope::All, Fault::Hang, None);
     let mut client = h.grpc().await;
     let within_the_timeout = |started: Instant, what: &str| {
@@ -103,11 +98,14 @@ async fn grpc_a_hanging_upstream_is_deadline_exceeded_at_the_upstream_timeout() 
         );
     };
     let started = Instant::now();
-    failed(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
+    get_failed(
+        &mut client,
+        IMG,
+        Some(ALICE),
         Code::DeadlineExceeded,
         "a Get",
-    );
+    )
+    .await;
     within_the_timeout(started, "a Get");
     let started = Instant::now();
     let list = tokio::time::timeout(
@@ -124,14 +122,17 @@ async fn grpc_a_hanging_upstream_is_deadline_exceeded_at_the_upstream_timeout() 
     failed(delete.await.unwrap(), Code::DeadlineExceeded, "a Delete");
     within_the_timeout(started, "a Delete");
     h.sim.clear_faults();
-    let next = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let next = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&next), "MISS", "the hang left nothing in the cache");
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_timeout_ends_that_callers_wait_and_the_fetch_goes_on_for_the_others() {
-    let h = Harness::with_config(config(|c| c.upstream_timeout = Duration::from_secs(20))).await;
+    let h = Harness::with_config(fault_config(|c| {
+        c.upstream_timeout = Duration::from_secs(20)
+    }))
+    .await;
     // The fetch takes 5 s; the first caller gives it 300 ms.
     h.sim.set_fault(
         FaultScope::Image(IMG.into()),
@@ -152,17 +153,14 @@ async fn grpc_timeout_ends_that_callers_wait_and_the_fetch_goes_on_for_the_other
     );
     assert_eq!(meta(impatient.metadata(), "x-cache"), Some("MISS"));
     // The fetch it started runs on: the next caller is answered by it, not by a fetch of its own.
-    let patient = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "a patient Get",
-    );
+    let patient = get_ok(&mut client, IMG, Some(ALICE), "a patient Get").await;
     assert!(
         x_cache(&patient) == "HIT" || cache_status(&patient).contains("collapsed"),
         "{}",
         cache_status(&patient)
     );
     assert_eq!(image(patient.get_ref()).id, IMG);
-    let hit = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let hit = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&hit), "HIT");
     assert_eq!(
         h.sim.grpc_image_get_count(IMG),
@@ -174,24 +172,24 @@ async fn grpc_timeout_ends_that_callers_wait_and_the_fetch_goes_on_for_the_other
 
 #[tokio::test]
 async fn grpc_garbage_is_internal_and_a_wrong_image_is_relayed_neither_cached() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     let mut client = h.grpc().await;
     h.sim
         .set_fault(FaultScope::Image(IMG.into()), Fault::Garbage, Some(1));
-    let garbage = failed(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
+    let garbage = get_failed(
+        &mut client,
+        IMG,
+        Some(ALICE),
         Code::Internal,
         "a message that is no Image",
-    );
+    )
+    .await;
     assert_eq!(meta(garbage.metadata(), "x-cache"), Some("MISS"));
     then_miss_and_hit(&h, IMG, "garbage").await;
 
     h.sim
         .set_fault(FaultScope::Image(IMG2.into()), Fault::WrongId, Some(1));
-    let wrong = ok(
-        get_raw(&mut client, IMG2, Some(ALICE), &[]).await,
-        "an Image of another ID",
-    );
+    let wrong = get_ok(&mut client, IMG2, Some(ALICE), "an Image of another ID").await;
     assert_eq!(x_cache(&wrong), "MISS");
     assert!(!cache_status(&wrong).contains("stored"));
     assert_ne!(image(wrong.get_ref()).id, IMG2, "relayed as it came");
@@ -203,7 +201,7 @@ async fn grpc_garbage_is_internal_and_a_wrong_image_is_relayed_neither_cached() 
 
 #[tokio::test]
 async fn grpc_an_image_bigger_than_an_entry_is_streamed_through_and_not_cached() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     let mut client = h.grpc().await;
     let size = 3 * 1024 * 1024;
     h.sim.set_fault(
@@ -211,10 +209,7 @@ async fn grpc_an_image_bigger_than_an_entry_is_streamed_through_and_not_cached()
         Fault::HugeBody(size),
         Some(1),
     );
-    let huge = ok(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-        "a 3 MiB Image",
-    );
+    let huge = get_ok(&mut client, IMG, Some(ALICE), "a 3 MiB Image").await;
     assert_eq!(x_cache(&huge), "MISS");
     assert!(!cache_status(&huge).contains("stored"));
     assert_eq!(
@@ -232,17 +227,20 @@ async fn grpc_an_image_bigger_than_an_entry_is_streamed_through_and_not_cached()
 
 #[tokio::test]
 async fn grpc_a_reset_is_unavailable_and_not_cached() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     let mut client = h.grpc().await;
     for fault in [Fault::Reset, Fault::ResetMidBody] {
         h.sim.reset_counts();
         h.sim
             .set_fault(FaultScope::Image(IMG.into()), fault.clone(), Some(1));
-        let status = failed(
-            get_raw(&mut client, IMG, Some(ALICE), &[]).await,
+        let status = get_failed(
+            &mut client,
+            IMG,
+            Some(ALICE),
             Code::Unavailable,
             &format!("{fault:?}"),
-        );
+        )
+        .await;
         assert_eq!(meta(status.metadata(), "x-cache"), Some("MISS"));
         then_miss_and_hit(&h, IMG, &format!("{fault:?}")).await;
         assert_eq!(h.sim.grpc_image_get_count(IMG), 2, "{fault:?}: no retry");
@@ -253,7 +251,7 @@ async fn grpc_a_reset_is_unavailable_and_not_cached() {
 
 #[tokio::test]
 async fn grpc_upstream_errors_are_relayed_never_cached_and_keep_the_entry() {
-    let h = Harness::with_config(config(|_| {})).await;
+    let h = Harness::with_config(fault_config(|_| {})).await;
     let mut client = h.grpc().await;
     for (status, code) in [
         (503, Code::Unavailable),
@@ -269,11 +267,14 @@ async fn grpc_upstream_errors_are_relayed_never_cached_and_keep_the_entry() {
             },
             Some(1),
         );
-        let relayed = failed(
-            get_raw(&mut client, IMG2, Some(ALICE), &[]).await,
+        let relayed = get_failed(
+            &mut client,
+            IMG2,
+            Some(ALICE),
             code,
             &format!("an upstream {status}"),
-        );
+        )
+        .await;
         // The API's own status: its message and its details.
         let details = grpc::status_details(&relayed).expect("the upstream's details");
         assert_eq!(
@@ -292,7 +293,7 @@ async fn grpc_upstream_errors_are_relayed_never_cached_and_keep_the_entry() {
         h.admin(http::Method::DELETE, "/cache").await;
     }
     // A cached image survives an UNAVAILABLE on a refresh.
-    ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     h.sim.set_fault(
         FaultScope::Image(IMG.into()),
         Fault::Status {
@@ -312,7 +313,7 @@ async fn grpc_upstream_errors_are_relayed_never_cached_and_keep_the_entry() {
         Code::Unavailable,
         "a no-cache Get the upstream fails",
     );
-    let hit = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let hit = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&hit), "HIT");
     h.stop().await;
 }
@@ -327,7 +328,7 @@ async fn grpc_an_expired_entry_is_served_stale_while_the_upstream_fails() {
     })
     .await;
     let mut client = h.grpc().await;
-    let fresh = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    let fresh = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     assert_eq!(x_cache(&fresh), "MISS");
     // Expiry is about real time passing (moka's clock ignores tokio's paused time).
     tokio::time::sleep(Duration::from_millis(1300)).await;
@@ -341,10 +342,7 @@ async fn grpc_an_expired_entry_is_served_stale_while_the_upstream_fails() {
     ];
     for fault in failures {
         h.sim.set_fault(FaultScope::All, fault.clone(), None);
-        let stale = ok(
-            get_raw(&mut client, IMG, Some(ALICE), &[]).await,
-            &format!("{fault:?}"),
-        );
+        let stale = get_ok(&mut client, IMG, Some(ALICE), &format!("{fault:?}")).await;
         assert_eq!(x_cache(&stale), "STALE", "{fault:?}");
         let status = cache_status(&stale);
         assert!(
@@ -367,16 +365,15 @@ async fn grpc_an_expired_entry_is_served_stale_while_the_upstream_fails() {
         },
         None,
     );
-    failed(
-        get_raw(&mut client, IMG, Some(ALICE2), &[]).await,
+    get_failed(
+        &mut client,
+        IMG,
+        Some(ALICE2),
         Code::Unavailable,
         "another credential",
-    );
-    failed(
-        get_raw(&mut client, IMG, None, &[]).await,
-        Code::Unavailable,
-        "no credential",
-    );
+    )
+    .await;
+    get_failed(&mut client, IMG, None, Code::Unavailable, "no credential").await;
     h.sim.clear_faults();
     then_miss_and_hit(&h, IMG, "the upstream heals").await;
     h.stop().await;
@@ -391,7 +388,7 @@ async fn grpc_stale_if_error_zero_turns_it_off() {
     })
     .await;
     let mut client = h.grpc().await;
-    ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+    get_ok(&mut client, IMG, Some(ALICE), "Get").await;
     tokio::time::sleep(Duration::from_millis(1300)).await;
     h.sim.set_fault(
         FaultScope::All,
@@ -401,11 +398,14 @@ async fn grpc_stale_if_error_zero_turns_it_off() {
         },
         None,
     );
-    failed(
-        get_raw(&mut client, IMG, Some(ALICE), &[]).await,
+    get_failed(
+        &mut client,
+        IMG,
+        Some(ALICE),
         Code::Unavailable,
         "an expired entry without stale-if-error",
-    );
+    )
+    .await;
     let raw = raw_get(&h, IMG).await;
     assert_eq!(raw.grpc_status(), Some(14));
     assert_eq!(raw.header("x-cache"), Some("MISS"));
@@ -452,7 +452,10 @@ async fn grpc_waiters_past_the_cap_get_resource_exhausted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_a_failed_leader_hands_over_to_exactly_one_new_leader() {
-    let h = Harness::with_config(config(|c| c.upstream_timeout = Duration::from_secs(4))).await;
+    let h = Harness::with_config(fault_config(|c| {
+        c.upstream_timeout = Duration::from_secs(4)
+    }))
+    .await;
     // The first fetch hangs; the new leader's takes a second, so that the hung leader has
     // given its answer (a timeout) long before the new leader's entry could serve it a hit.
     h.sim
@@ -509,7 +512,7 @@ async fn until_renewed(h: &Harness) {
 async fn grpc_a_hot_entry_is_refreshed_once_before_it_expires() {
     // A 10 s TTL whose last 95 % is the refresh window: hits from 0.5 s on refresh it, and
     // nothing here comes near expiry, however slow the machine.
-    let h = Harness::with_config(config(|c| {
+    let h = Harness::with_config(fault_config(|c| {
         c.ttl = Duration::from_secs(10);
         c.refresh_ahead = 95;
     }))
@@ -613,7 +616,7 @@ async fn grpc_a_fill_that_races_a_mutation_does_not_bring_the_old_image_back() {
 
 #[tokio::test]
 async fn grpc_calls_past_the_proxys_limits_get_a_status_and_reach_nobody() {
-    let h = Harness::with_config(config(|c| {
+    let h = Harness::with_config(fault_config(|c| {
         c.max_headers = 20;
         c.max_request_body = 1024;
     }))

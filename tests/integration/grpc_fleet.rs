@@ -50,7 +50,7 @@ async fn a_grpc_burst_spread_over_three_instances_is_one_upstream_call() {
         "the same bytes everywhere"
     );
     for mut client in clients {
-        let answer = ok(get_raw(&mut client, IMG, Some(ALICE), &[]).await, "Get");
+        let answer = get_ok(&mut client, IMG, Some(ALICE), "Get").await;
         assert_eq!(x_cache(&answer), "HIT");
     }
     stop_all(instances).await;
@@ -61,10 +61,10 @@ async fn a_grpc_miss_on_one_instance_is_a_hit_on_another() {
     let (_redis, sim, instances) = start_fleet(2, test_config(), Some(GRANT_KEY)).await;
     let (a, b) = (&instances[0], &instances[1]);
     let (mut on_a, mut on_b) = (a.grpc().await, b.grpc().await);
-    let first = ok(get_raw(&mut on_a, IMG, Some(ALICE), &[]).await, "Get on A");
+    let first = get_ok(&mut on_a, IMG, Some(ALICE), "Get on A").await;
     assert_eq!(x_cache(&first), "MISS");
     until_metric(a, &l2_series("set", "ok"), 1.0).await;
-    let second = ok(get_raw(&mut on_b, IMG, Some(ALICE), &[]).await, "Get on B");
+    let second = get_ok(&mut on_b, IMG, Some(ALICE), "Get on B").await;
     assert_eq!(x_cache(&second), "HIT", "{}", cache_status(&second));
     assert_eq!(
         second.get_ref(),
@@ -173,17 +173,17 @@ async fn another_tenant_is_not_served_the_shared_grpc_value() {
     let (_redis, sim, instances) = start_fleet(2, test_config(), Some(GRANT_KEY)).await;
     let (a, b) = (&instances[0], &instances[1]);
     let (mut on_a, mut on_b) = (a.grpc().await, b.grpc().await);
-    let alice = ok(
-        get_raw(&mut on_a, IMG, Some(ALICE), &[]).await,
-        "Alice on A",
-    );
+    let alice = get_ok(&mut on_a, IMG, Some(ALICE), "Alice on A").await;
     until_metric(a, &l2_series("set", "ok"), 1.0).await;
 
-    failed(
-        get_raw(&mut on_b, IMG, Some(BOB), &[]).await,
+    get_failed(
+        &mut on_b,
+        IMG,
+        Some(BOB),
         Code::PermissionDenied,
         "Bob on B",
-    );
+    )
+    .await;
     for token in [None, Some(FORGED)] {
         failed(
             get_raw(&mut on_b, IMG, token, &[]).await,
@@ -193,16 +193,10 @@ async fn another_tenant_is_not_served_the_shared_grpc_value() {
     }
     assert_eq!(sim.grpc_image_get_count(IMG), 4, "each went to the API");
     // Another token of the same tenant is checked at the API before it is served.
-    let second = ok(
-        get_raw(&mut on_b, IMG, Some(ALICE2), &[]).await,
-        "Alice's second token",
-    );
+    let second = get_ok(&mut on_b, IMG, Some(ALICE2), "Alice's second token").await;
     assert_eq!(x_cache(&second), "MISS");
     assert_eq!(sim.grpc_image_get_count(IMG), 5);
-    let on_b_alice = ok(
-        get_raw(&mut on_b, IMG, Some(ALICE), &[]).await,
-        "Alice on B",
-    );
+    let on_b_alice = get_ok(&mut on_b, IMG, Some(ALICE), "Alice on B").await;
     assert_eq!(x_cache(&on_b_alice), "HIT");
     assert_eq!(on_b_alice.get_ref(), alice.get_ref());
     assert_eq!(sim.grpc_image_get_count(IMG), 5);

@@ -213,6 +213,51 @@ fn listeners() -> (String, String) {
     )
 }
 
+/// What the reload and purge tests start from: a simulator, served, and its URL; a scratch
+/// directory; free ports for the two listeners; and the configuration file written with
+/// `extra`.
+struct Prepared {
+    sim: baremetal_api_sim::Simulator,
+    upstream: String,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    listen: String,
+    admin: String,
+}
+
+impl Prepared {
+    async fn new(extra: &str) -> Prepared {
+        let (sim, upstream) = upstream().await;
+        let (dir, config, _) = scratch();
+        let (listen, admin) = listeners();
+        let prepared = Prepared {
+            sim,
+            upstream,
+            dir,
+            config,
+            listen,
+            admin,
+        };
+        prepared.write(extra);
+        prepared
+    }
+
+    /// Writes the configuration file again: the listeners and the upstream, then `extra`.
+    fn write(&self, extra: &str) {
+        write_config(
+            &self.config,
+            &self.listen,
+            &self.admin,
+            &self.upstream,
+            extra,
+        );
+    }
+
+    async fn start(&self) -> Proxy {
+        Proxy::start(&self.config, &self.listen, &self.admin, &[]).await
+    }
+}
+
 #[test]
 fn check_config_prints_the_effective_configuration_without_secrets_and_exits_0() {
     let (_dir, config, token) = scratch();
@@ -301,11 +346,8 @@ fn check_config_exits_2_naming_the_key_and_where_it_came_from() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_applies_live_settings_to_new_entries_and_keeps_the_cache() {
-    let (sim, upstream) = upstream().await;
-    let (_dir, config, _) = scratch();
-    let (listen, admin) = listeners();
-    write_config(&config, &listen, &admin, &upstream, "ttl = \"1h\"\n");
-    let proxy = Proxy::start(&config, &listen, &admin, &[]).await;
+    let prepared = Prepared::new("ttl = \"1h\"\n").await;
+    let proxy = prepared.start().await;
     assert_eq!(proxy.get(IMG).await.x_cache(), "MISS");
     assert!(ttl(&proxy.get(IMG).await) > 3000);
     eventually("the miss's fetch is logged", || async {
@@ -313,13 +355,7 @@ async fn a_reload_applies_live_settings_to_new_entries_and_keeps_the_cache() {
     })
     .await;
 
-    write_config(
-        &config,
-        &listen,
-        &admin,
-        &upstream,
-        "ttl = \"30s\"\nlog-filter = \"warn\"\n",
-    );
+    prepared.write("ttl = \"30s\"\nlog-filter = \"warn\"\n");
     proxy.reload("ok", 1.0).await;
     let applied = proxy.until_logged("configuration reloaded", 1).await;
     assert_eq!(applied.len(), 1, "{applied:?}");
@@ -332,7 +368,7 @@ async fn a_reload_applies_live_settings_to_new_entries_and_keeps_the_cache() {
     let new = proxy.get(IMG2).await;
     assert_eq!(new.x_cache(), "HIT");
     assert!(ttl(&new) <= 30, "{:?}", new.header("cache-status"));
-    assert_eq!(sim.image_get_count(IMG), 1);
+    assert_eq!(prepared.sim.image_get_count(IMG), 1);
     assert_eq!(
         proxy
             .metric(&format!("{P}_config_last_reload_successful"))
@@ -345,10 +381,10 @@ async fn a_reload_applies_live_settings_to_new_entries_and_keeps_the_cache() {
     assert_eq!(proxy.get(MISSING).await.status, StatusCode::NOT_FOUND);
     let (moved, _) = listeners();
     write_config(
-        &config,
+        &prepared.config,
         &moved,
-        &admin,
-        &upstream,
+        &prepared.admin,
+        &prepared.upstream,
         "ttl = \"30s\"\nlog-filter = \"warn\"\n",
     );
     proxy.reload("ok", 2.0).await;
@@ -366,17 +402,14 @@ async fn a_reload_applies_live_settings_to_new_entries_and_keeps_the_cache() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_names_settings_that_need_a_restart_and_keeps_them() {
-    let (_sim, upstream) = upstream().await;
-    let (_dir, config, _) = scratch();
-    let (listen, admin) = listeners();
-    write_config(&config, &listen, &admin, &upstream, "");
-    let proxy = Proxy::start(&config, &listen, &admin, &[]).await;
+    let prepared = Prepared::new("").await;
+    let proxy = prepared.start().await;
     let (other_listen, _) = listeners();
     write_config(
-        &config,
+        &prepared.config,
         &other_listen,
-        &admin,
-        &upstream,
+        &prepared.admin,
+        &prepared.upstream,
         "max-capacity = \"1GiB\"\nauth-mode = \"shared\"\nttl = \"2m\"\n",
     );
     proxy.reload("ok", 1.0).await;
@@ -406,11 +439,8 @@ async fn a_reload_names_settings_that_need_a_restart_and_keeps_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_file_is_logged_and_the_running_configuration_kept() {
-    let (_sim, upstream) = upstream().await;
-    let (_dir, config, _) = scratch();
-    let (listen, admin) = listeners();
-    write_config(&config, &listen, &admin, &upstream, "ttl = \"1h\"\n");
-    let proxy = Proxy::start(&config, &listen, &admin, &[]).await;
+    let prepared = Prepared::new("ttl = \"1h\"\n").await;
+    let proxy = prepared.start().await;
     let loaded_at = proxy
         .metric(&format!("{P}_config_last_reload_success_timestamp_seconds"))
         .await;
@@ -427,7 +457,7 @@ async fn a_broken_file_is_logged_and_the_running_configuration_kept() {
     .into_iter()
     .enumerate()
     {
-        write_config(&config, &listen, &admin, &upstream, broken);
+        prepared.write(broken);
         proxy.reload("failed", before as f64 + 1.0).await;
         let failed = proxy
             .until_logged(
@@ -458,7 +488,7 @@ async fn a_broken_file_is_logged_and_the_running_configuration_kept() {
     assert!(ttl(&proxy.get(IMG).await) > 3000);
 
     // Fixed, it loads.
-    write_config(&config, &listen, &admin, &upstream, "ttl = \"30s\"\n");
+    prepared.write("ttl = \"30s\"\n");
     proxy.reload("ok", 1.0).await;
     assert_eq!(
         proxy
@@ -553,11 +583,8 @@ async fn with_an_admin_token_purges_need_it_and_a_reload_rotates_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_admin_token_a_loopback_client_may_purge() {
-    let (_sim, upstream) = upstream().await;
-    let (_dir, config, _) = scratch();
-    let (listen, admin) = listeners();
-    write_config(&config, &listen, &admin, &upstream, "");
-    let proxy = Proxy::start(&config, &listen, &admin, &[]).await;
+    let prepared = Prepared::new("").await;
+    let proxy = prepared.start().await;
     assert_eq!(proxy.get(IMG).await.x_cache(), "MISS");
     let purged = proxy.admin(Method::DELETE, "/cache", None).await;
     assert_eq!(purged.status, StatusCode::OK);
@@ -668,18 +695,15 @@ fn check_config_parses_the_pem_files_as_start_up_would() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_systemd_it_says_ready_once_listening_and_stopping_on_sigterm() {
-    let (_sim, upstream) = upstream().await;
-    let (dir, config, _) = scratch();
-    let (listen, admin) = listeners();
-    write_config(&config, &listen, &admin, &upstream, "");
-    let socket_path = dir.path().join("notify.sock");
+    let prepared = Prepared::new("").await;
+    let socket_path = prepared.dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     socket
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut child = Command::new(BIN)
         .arg("--config")
-        .arg(&config)
+        .arg(&prepared.config)
         .env("NOTIFY_SOCKET", &socket_path)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -695,13 +719,17 @@ async fn under_systemd_it_says_ready_once_listening_and_stopping_on_sigterm() {
     let (ready, socket) = tokio::task::spawn_blocking(receive).await.unwrap();
     assert_eq!(ready, "READY=1");
     // Ready means listening, and a reload may come at once.
-    assert!(tokio::net::TcpStream::connect(&listen).await.is_ok());
+    assert!(tokio::net::TcpStream::connect(&prepared.listen)
+        .await
+        .is_ok());
     assert!(Command::new("kill")
         .args(["-HUP", &child.id().to_string()])
         .status()
         .unwrap()
         .success());
-    assert!(tokio::net::TcpStream::connect(&admin).await.is_ok());
+    assert!(tokio::net::TcpStream::connect(&prepared.admin)
+        .await
+        .is_ok());
     assert!(
         child.try_wait().unwrap().is_none(),
         "a reload keeps it running"

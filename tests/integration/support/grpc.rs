@@ -53,6 +53,29 @@ pub async fn get_raw(
         .expect("a gRPC answer within 30 s")
 }
 
+/// A Get of `id` with `token` (and no other metadata) that must succeed, or a panic naming
+/// `what` and the status.
+pub async fn get_ok(
+    client: &mut ImageClient,
+    id: &str,
+    token: Option<&str>,
+    what: &str,
+) -> tonic::Response<Bytes> {
+    ok(get_raw(client, id, token, &[]).await, what)
+}
+
+/// A Get of `id` with `token` (and no other metadata) that must fail with `code`: its
+/// status.
+pub async fn get_failed(
+    client: &mut ImageClient,
+    id: &str,
+    token: Option<&str>,
+    code: tonic::Code,
+    what: &str,
+) -> tonic::Status {
+    failed(get_raw(client, id, token, &[]).await, code, what)
+}
+
 /// One metadata value of an answer (headers and trailers), or `None`.
 pub fn meta<'a>(metadata: &'a MetadataMap, name: &str) -> Option<&'a str> {
     metadata.get(name).and_then(|v| v.to_str().ok())

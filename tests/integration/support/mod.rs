@@ -103,6 +103,17 @@ pub fn test_config() -> Config {
     }
 }
 
+/// The fault tests' configuration: [`test_config`] without stale-if-error (a failure is
+/// seen as such), then `change`.
+pub fn fault_config(change: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config {
+        stale_if_error: Duration::ZERO,
+        ..test_config()
+    };
+    change(&mut config);
+    config
+}
+
 pub fn shared_config() -> Config {
     Config {
         auth_mode: AuthMode::Shared,
